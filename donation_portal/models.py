@@ -1,0 +1,97 @@
+"""Tables of the web app: accounts, donations and their files, stored objects, wrapped keys.
+
+They share the consent library's MetaData, so one alembic history covers the whole schema and
+foreign keys to consents resolve by table name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from consent.db import ConsentBase, utcnow
+
+ROLES = ("donor", "steward", "researcher", "admin")
+
+
+class Base(DeclarativeBase):
+    metadata = ConsentBase.metadata
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Donation(Base):
+    """One submitted upload form; ``submission_key`` makes a re-submission idempotent."""
+
+    __tablename__ = "donations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    donor_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"), index=True)
+    submission_key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    files: Mapped[list[DonatedFile]] = relationship(
+        back_populates="donation", order_by="DonatedFile.position"
+    )
+
+
+class DonatedFile(Base):
+    """The outcome for one uploaded file. Holds de-identified metadata only, never a file name."""
+
+    __tablename__ = "donated_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    donation_id: Mapped[str] = mapped_column(ForeignKey("donations.id"), index=True)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))
+    reason_code: Mapped[str | None] = mapped_column(String(40))
+    reason: Mapped[str | None] = mapped_column(String(300))
+    object_id: Mapped[str | None] = mapped_column(ForeignKey("stored_objects.object_id"))
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    donation: Mapped[Donation] = relationship(back_populates="files")
+
+
+class StoredObject(Base):
+    """An encrypted object in the storage backend, with the digests every full read checks."""
+
+    __tablename__ = "stored_objects"
+
+    object_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope_id: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    stored_size: Mapped[int] = mapped_column(Integer)
+    stored_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScopeKey(Base):
+    """A key scope's X25519 key pair; the private key only ever wrapped by the master key."""
+
+    __tablename__ = "scope_keys"
+
+    scope_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
+    kek_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
