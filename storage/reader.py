@@ -1,0 +1,142 @@
+"""A readable, seekable stream that decrypts a stored Crypt4GH object on demand."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+from typing import BinaryIO
+
+from . import c4gh_format as fmt
+from .errors import IntegrityError
+
+
+class DecryptingReader(io.RawIOBase):
+    """Plaintext view of one object; decrypts (and authenticates) one segment at a time.
+
+    Memory use is one 64 KiB segment whatever the object size.  Bytes read in
+    order from the start are hashed; the read that reaches the end compares
+    the size and SHA-256 with the recorded ones and raises IntegrityError
+    instead of returning the final bytes if they differ (Crypt4GH itself does
+    not authenticate segment order or count).  Random access (``seek``) still
+    authenticates every segment it touches.
+    """
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        opener: fmt.SegmentOpener,
+        data_offset: int,
+        size: int,
+        sha256: str,
+        object_id: str,
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._opener = opener
+        self._data_offset = data_offset
+        self._size = size
+        self._expected_sha256 = sha256
+        self.object_id = object_id
+        self._pos = 0
+        self._segment_index = -1
+        self._segment = b""
+        self._hasher = hashlib.sha256()
+        self._hashed_upto = 0
+        self._verified = False
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if target < 0:
+            raise ValueError("negative seek position")
+        self._pos = target
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._check_open()
+        if size is None or size < 0:
+            size = max(self._size - self._pos, 0)
+        pieces = []
+        while size > 0 and self._pos < self._size:
+            index, offset = divmod(self._pos, fmt.SEGMENT_SIZE)
+            segment = self._load(index)
+            piece = segment[offset : offset + size]
+            self._hash(piece)
+            pieces.append(piece)
+            self._pos += len(piece)
+            size -= len(piece)
+        if self._pos >= self._size:
+            self._check_digest()
+        return b"".join(pieces)
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+            self._segment = b""
+        super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+
+    def _load(self, index: int) -> bytes:
+        if index == self._segment_index:
+            return self._segment
+        start = index * fmt.SEGMENT_SIZE
+        expected = min(fmt.SEGMENT_SIZE, self._size - start)
+        self._raw.seek(self._data_offset + index * fmt.CIPHER_SEGMENT_SIZE)
+        sealed = fmt.read_full(self._raw, expected + fmt.CIPHER_DIFF)
+        if len(sealed) != expected + fmt.CIPHER_DIFF:
+            raise IntegrityError("truncated object", self.object_id)
+        plain = self._opener.open(sealed, self.object_id)
+        if len(plain) != expected:
+            raise IntegrityError("segment of unexpected length", self.object_id)
+        self._segment_index, self._segment = index, plain
+        return plain
+
+    def _hash(self, piece: bytes) -> None:
+        start, end = self._pos, self._pos + len(piece)
+        if start <= self._hashed_upto < end:
+            self._hasher.update(memoryview(piece)[self._hashed_upto - start :])
+            self._hashed_upto = end
+
+    def _check_digest(self) -> None:
+        if self._verified or self._hashed_upto != self._size:
+            return
+        if not hmac.compare_digest(self._hasher.hexdigest(), self._expected_sha256):
+            raise IntegrityError("plaintext SHA-256 differs from the recorded one", self.object_id)
+        self._verified = True
+
