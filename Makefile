@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 run: install
-	$(BIN)/flask --app donation_portal dev-setup
+	$(BIN)/python -m donation_portal.dev_setup
 	$(BIN)/flask --app donation_portal run --host $(HOST) --port $(PORT)
 
 lint: install-dev

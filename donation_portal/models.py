@@ -12,6 +12,7 @@ from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from consent.db import ConsentBase, utcnow
+from storage import ObjectInfo
 
 ROLES = ("donor", "steward", "researcher", "admin")
 
@@ -83,6 +84,18 @@ class StoredObject(Base):
     stored_size: Mapped[int] = mapped_column(Integer)
     stored_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def stored_info(row: StoredObject) -> ObjectInfo:
+    """What the storage library needs to read and check the object."""
+    return ObjectInfo(
+        object_id=row.object_id,
+        scope_id=row.scope_id,
+        size=row.size,
+        sha256=row.sha256,
+        stored_size=row.stored_size,
+        stored_sha256=row.stored_sha256,
+    )
 
 
 class ScopeKey(Base):

@@ -1,0 +1,121 @@
+"""Command-line tools: `flask --app donation_portal users|db ...`, one transaction each."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+import storage
+from donation_portal import accounts, migrate, services
+from donation_portal.db import get_session
+from donation_portal.keystore import DatabaseKeyStore
+from donation_portal.models import ROLES, StoredObject, stored_info
+
+users = AppGroup("users", help="Manage accounts.")
+database = AppGroup("db", help="Apply schema migrations.")
+keys = AppGroup("keys", help="Manage the master key-encryption keys.")
+objects = AppGroup("storage", help="Check the encrypted object storage.")
+
+
+def init_app(app: Flask) -> None:
+    for group in (users, database, keys, objects):
+        app.cli.add_command(group)
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="The account's role.")
+@click.password_option(help="Asked for when not given.")
+def create_user(email: str, role: str, password: str) -> None:
+    """Create an account with ROLE for EMAIL."""
+    session = get_session()
+    try:
+        accounts.create_user(session, email, password, role)
+    except accounts.AccountError as error:
+        raise click.ClickException(str(error)) from error
+    session.commit()
+    click.echo(f"Created {role} account {accounts.normalise_email(email)}.")
+
+
+@database.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def upgrade(revision: str) -> None:
+    """Migrate the database to REVISION."""
+    migrate.upgrade(current_app.config["DATABASE_URL"], revision)
+    click.echo(f"Database migrated to {revision}.")
+
+
+def _key_file() -> str:
+    if current_app.config.get("KEK"):
+        raise click.ClickException(
+            "the key ring comes from PORTAL_KEK: rotate it where that variable is managed"
+        )
+    return current_app.config["KEY_FILE"]
+
+
+@keys.command("status")
+def key_status() -> None:
+    """Show the KEK versions and how many scope keys each one wraps."""
+    counts = storage.key_status(services.keyring(), DatabaseKeyStore(get_session()))
+    current = services.keyring().current_version
+    known = set(services.keyring().versions())
+    for version, count in counts.items():
+        marks = [
+            m
+            for m, on in (("current", version == current), ("MISSING", version not in known))
+            if on
+        ]
+        label = f" ({', '.join(marks)})" if marks else ""
+        click.echo(f"KEK version {version}{label}: {count} wrapped key(s)")
+    if not known.issuperset(counts):
+        raise SystemExit(1)
+
+
+@keys.command("rotate")
+def rotate() -> None:
+    """Add a KEK version and re-wrap every scope key under it, in one transaction."""
+    key_file = _key_file()
+    keyring = storage.KeyRing.load(key_file)
+    session = get_session()
+    count = storage.rotate_keys(keyring, DatabaseKeyStore(session), save_to=key_file)
+    session.commit()
+    services.forget(current_app)
+    click.echo(f"KEK version {keyring.current_version} is current; re-wrapped {count} key(s).")
+
+
+@keys.command("retire")
+@click.argument("version", type=int)
+def retire(version: int) -> None:
+    """Remove KEK VERSION from the key file once no scope key uses it."""
+    key_file = _key_file()
+    keyring = storage.KeyRing.load(key_file)
+    try:
+        storage.retire_kek_version(keyring, DatabaseKeyStore(get_session()), version)
+    except storage.StorageError as error:
+        raise click.ClickException(str(error)) from error
+    keyring.save(key_file)
+    services.forget(current_app)
+    click.echo(f"KEK version {version} retired.")
+
+
+@objects.command("verify")
+def verify() -> None:
+    """Authenticate every object and reconcile the database with the backend."""
+    session = get_session()
+    infos = [stored_info(row) for row in session.scalars(select(StoredObject))]
+    report = services.object_store(session).verify(infos)
+    click.echo(f"checked {report.checked} object(s)")
+    problems = {
+        "missing": report.missing,
+        "orphaned": report.orphaned,
+        "corrupted": report.corrupted,
+        "unreadable": report.unreadable,
+    }
+    for kind, object_ids in problems.items():
+        for object_id in object_ids:
+            click.echo(f"{kind}: {object_id}")
+    if not report.ok:
+        raise SystemExit(1)
+    click.echo("all objects authentic and accounted for")

@@ -1,0 +1,174 @@
+"""Ingest of one upload form: de-identify each file, store it encrypted under its consent.
+
+A plain function over a session, with no request inside, so a background worker can run it
+later. It flushes; the caller's boundary commits. Objects written before a failure are
+deleted again, so a failed ingest leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+import anonymize
+from consent import ACTIVE, Consent, NotActive, state
+from donation_portal.models import DonatedFile, Donation, StoredObject
+from storage import ObjectInfo, ObjectStore
+
+ACCEPTED = "accepted"
+NEEDS_REVIEW = "needs_review"
+REJECTED = "rejected"
+ERASED = "erased"
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    position: int
+    size: int
+    status: str
+    reason_code: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    donation: Donation | None
+    outcomes: list[FileOutcome]
+    repeated: bool = False
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.status != REJECTED)
+
+
+def find_submission(session: Session, submission_key: str) -> Donation | None:
+    query = select(Donation).where(Donation.submission_key == submission_key)
+    return session.scalars(query).first()
+
+
+def ingest_upload(
+    session: Session,
+    *,
+    donor_id: int,
+    consent: Consent,
+    submission_key: str,
+    files: Sequence[BinaryIO],
+    store: ObjectStore,
+    deid_key: bytes,
+    max_file_bytes: int,
+) -> IngestResult:
+    """De-identify and store ``files`` as one donation under ``consent``.
+
+    Re-submitting the same ``submission_key`` returns the earlier donation unchanged. When no
+    file can be accepted, no donation is created and the result lists why.
+    """
+    earlier = find_submission(session, submission_key)
+    if earlier is not None and earlier.donor_id == donor_id:
+        return IngestResult(earlier, [_outcome_of(f) for f in earlier.files], repeated=True)
+    if state(session, consent.id) != ACTIVE:
+        raise NotActive("Your consent has been withdrawn, so no new files can be donated.")
+    written: list[ObjectInfo] = []
+    try:
+        results = [
+            _ingest_one(position, stream, consent, store, deid_key, max_file_bytes, written)
+            for position, stream in enumerate(files, start=1)
+        ]
+        outcomes = [outcome for outcome, _, _ in results]
+        if not any(outcome.status != REJECTED for outcome in outcomes):
+            _delete_all(store, written)
+            return IngestResult(None, outcomes)
+        donation = Donation(
+            id=secrets.token_urlsafe(16),
+            donor_id=donor_id,
+            consent_id=consent.id,
+            submission_key=submission_key,
+        )
+        session.add(donation)
+        for outcome, info, deid in results:
+            if info is not None:
+                session.add(_stored_object(info))
+            session.add(_donated_file(donation, consent, outcome, info, deid))
+        session.flush()
+    except BaseException:
+        _delete_all(store, written)
+        raise
+    return IngestResult(donation, outcomes)
+
+
+def _ingest_one(
+    position: int,
+    stream: BinaryIO,
+    consent: Consent,
+    store: ObjectStore,
+    deid_key: bytes,
+    max_file_bytes: int,
+    written: list[ObjectInfo],
+) -> tuple[FileOutcome, ObjectInfo | None, anonymize.Outcome | None]:
+    size = _size_of(stream)
+    if size == 0:
+        return FileOutcome(position, 0, REJECTED, "empty", "The file is empty."), None, None
+    if size > max_file_bytes:
+        limit = f"{max_file_bytes / 2**20:.0f} MiB"
+        reason = f"The file is larger than the {limit} limit for one file."
+        return FileOutcome(position, size, REJECTED, "too_large", reason), None, None
+    with store.writer(consent.id) as writer:
+        deid = anonymize.deidentify(stream, writer, key=deid_key, pseudonym=consent.pseudonym)
+        if deid.verdict == anonymize.Verdict.REJECTED:
+            writer.abort()
+            outcome = FileOutcome(position, size, REJECTED, deid.reason_code, deid.reason)
+            return outcome, None, deid
+        info = writer.commit()
+    written.append(info)
+    status = ACCEPTED if deid.verdict == anonymize.Verdict.DEIDENTIFIED else NEEDS_REVIEW
+    return FileOutcome(position, size, status, deid.reason_code, deid.reason), info, deid
+
+
+def _size_of(stream: BinaryIO) -> int:
+    stream.seek(0, io.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    return size
+
+
+def _delete_all(store: ObjectStore, written: list[ObjectInfo]) -> None:
+    for info in written:
+        store.delete(info.object_id)
+
+
+def _stored_object(info: ObjectInfo) -> StoredObject:
+    return StoredObject(**dataclasses.asdict(info))
+
+
+def _donated_file(
+    donation: Donation,
+    consent: Consent,
+    outcome: FileOutcome,
+    info: ObjectInfo | None,
+    deid: anonymize.Outcome | None,
+) -> DonatedFile:
+    return DonatedFile(
+        donation_id=donation.id,
+        consent_id=consent.id,
+        position=outcome.position,
+        size=outcome.size,
+        status=outcome.status,
+        reason_code=outcome.reason_code,
+        reason=outcome.reason,
+        object_id=info.object_id if info else None,
+        sop_class_uid=deid.sop_class_uid if deid else None,
+        modality=deid.modality if deid else None,
+        study_instance_uid=deid.study_instance_uid if deid else None,
+        series_instance_uid=deid.series_instance_uid if deid else None,
+        sop_instance_uid=deid.sop_instance_uid if deid else None,
+    )
+
+
+def _outcome_of(row: DonatedFile) -> FileOutcome:
+    return FileOutcome(row.position, row.size, row.status, row.reason_code, row.reason)

@@ -1,0 +1,59 @@
+"""Wiring of the libraries for the current app: storage, keys, the de-identification secret.
+
+Loaded once per app and cached in ``app.extensions``; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy.orm import Session
+
+from consent import Sealer
+from donation_portal.keyfiles import read_secret_file
+from donation_portal.keystore import DatabaseKeyStore
+from storage import KeyRing, LocalBackend, ObjectStore
+
+
+def _cached(app: Flask, name: str, build: Any) -> Any:
+    cache = app.extensions.setdefault("portal_services", {})
+    if name not in cache:
+        cache[name] = build()
+    return cache[name]
+
+
+def keyring() -> KeyRing:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+
+    def build() -> KeyRing:
+        if app.config.get("KEK"):
+            return KeyRing.from_env(app.config["KEK"])
+        return KeyRing.load(app.config["KEY_FILE"])
+
+    return _cached(app, "keyring", build)
+
+
+def backend() -> LocalBackend:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return _cached(app, "backend", lambda: LocalBackend(app.config["STORAGE_DIR"]))
+
+
+def object_store(session: Session) -> ObjectStore:
+    """An object store whose keys live in ``session``'s transaction."""
+    return ObjectStore(backend(), keyring(), DatabaseKeyStore(session))
+
+
+def deid_key() -> bytes:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return _cached(app, "deid_key", lambda: read_secret_file(app.config["DEID_KEY_FILE"]))
+
+
+def sealer() -> Sealer:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return _cached(app, "sealer", lambda: Sealer(read_secret_file(app.config["SEAL_KEY_FILE"])))
+
+
+def forget(app: Flask) -> None:
+    """Drop cached keys, e.g. after the key ring changed on disk."""
+    app.extensions.pop("portal_services", None)

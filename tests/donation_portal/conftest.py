@@ -1,0 +1,113 @@
+"""A browser-like driver of the real routes: it reads CSRF tokens from the pages it gets."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+from werkzeug.test import TestResponse
+
+from consent import default_template_spec, publish_template
+from donation_portal import accounts
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+SUBMISSION = re.compile(r'name="submission_key" value="([0-9a-f]{32})"')
+TEMPLATE = re.compile(r'name="template_id" value="([0-9a-f]{64})"')
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Browser:
+    client: FlaskClient
+
+    def get(self, path: str, status: int = 200) -> str:
+        response = self.client.get(path)
+        assert response.status_code == status, response.get_data(as_text=True)[:2000]
+        return response.get_data(as_text=True)
+
+    def submit(self, page_path: str, data: dict, action: str | None = None, **kw) -> TestResponse:
+        """GET the page holding the form, then POST it with the page's CSRF token."""
+        page = self.client.get(page_path, follow_redirects=True).get_data(as_text=True)
+        match = TOKEN.search(page)
+        assert match, f"no CSRF token on {page_path}"
+        form = {"csrf_token": match.group(1), **data}
+        scheme = self.client.environ_base.get("wsgi.url_scheme", "http")
+        headers = {"Referer": f"{scheme}://localhost{page_path}"}  # as a browser sends it
+        return self.client.post(action or page_path, data=form, headers=headers, **kw)
+
+    def register(self, email: str, password: str = PASSWORD) -> TestResponse:
+        return self.submit(
+            "/register", {"email": email, "password": password, "password_confirm": password}
+        )
+
+    def login(self, email: str, password: str = PASSWORD) -> TestResponse:
+        return self.submit("/login", {"email": email, "password": password})
+
+    def logout(self) -> TestResponse:
+        return self.submit("/", {}, action="/logout")
+
+    def sign_consent(
+        self, modules: Iterable[str] = ("research",), name: str = "Ada Donor"
+    ) -> TestResponse:
+        page = self.get("/consent")
+        template_id = TEMPLATE.search(page).group(1)
+        return self.client.post(
+            "/consent",
+            data={
+                "csrf_token": TOKEN.search(page).group(1),
+                "template_id": template_id,
+                "modules": list(modules),
+                "full_name": name,
+            },
+        )
+
+    def upload_form(self) -> tuple[str, str]:
+        page = self.get("/donations/new")
+        return TOKEN.search(page).group(1), SUBMISSION.search(page).group(1)
+
+    def upload(
+        self, files: list[bytes], token_and_key: tuple[str, str] | None = None
+    ) -> TestResponse:
+        token, key = token_and_key or self.upload_form()
+        data = {
+            "csrf_token": token,
+            "submission_key": key,
+            "files": [
+                (io.BytesIO(content), f"IM{index:06d}") for index, content in enumerate(files)
+            ],
+        }
+        return self.client.post("/donations/new", data=data, content_type="multipart/form-data")
+
+
+@pytest.fixture
+def published(db_session: Session) -> None:
+    publish_template(db_session, default_template_spec())
+    db_session.commit()
+
+
+@pytest.fixture
+def browser(client: FlaskClient, published: None) -> Browser:
+    return Browser(client)
+
+
+@pytest.fixture
+def make_user(db_session: Session):  # type: ignore[no-untyped-def]
+    def make(email: str, role: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+        user = accounts.create_user(db_session, email, password, role)
+        db_session.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def donor(browser: Browser) -> Browser:
+    """A registered, logged-in donor who has signed the consent."""
+    assert browser.register("donor@example.org").status_code == 303
+    assert browser.sign_consent().status_code == 303
+    return browser
