@@ -70,7 +70,8 @@ class _LocalWriter:
     def __init__(self, final: Path, tmp_dir: Path, object_id: str) -> None:
         self._final = final
         self._tmp = tmp_dir / f"{object_id}.{secrets.token_hex(8)}.part"
-        self._file: BinaryIO | None = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self._file: BinaryIO | None = os.fdopen(fd, "wb")
         self._size = 0
         self._object_id = object_id
 
