@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 import anonymize
 from consent import ACTIVE, Consent, NotActive, state
 from donation_portal.models import DonatedFile, Donation, StoredObject
-from storage import ObjectInfo, ObjectStore
+from storage import ObjectInfo, ObjectStore, ObjectWriter
 
 ACCEPTED = "accepted"
 NEEDS_REVIEW = "needs_review"
@@ -74,6 +74,7 @@ def ingest_upload(
         return IngestResult(earlier, [_outcome_of(f) for f in earlier.files], repeated=True)
     if state(session, consent.id) != ACTIVE:
         raise NotActive("Your consent has been withdrawn, so no new files can be donated.")
+    store.ensure_scope(consent.id)
     written: list[ObjectInfo] = []
     try:
         results = [
@@ -119,7 +120,9 @@ def _ingest_one(
         reason = f"The file is larger than the {limit} limit for one file."
         return FileOutcome(position, size, REJECTED, "too_large", reason), None, None
     with store.writer(consent.id) as writer:
-        deid = anonymize.deidentify(stream, writer, key=deid_key, pseudonym=consent.pseudonym)
+        deid = anonymize.deidentify(
+            stream, _AppendOnly(writer), key=deid_key, pseudonym=consent.pseudonym
+        )
         if deid.verdict == anonymize.Verdict.REJECTED:
             writer.abort()
             outcome = FileOutcome(position, size, REJECTED, deid.reason_code, deid.reason)
@@ -128,6 +131,26 @@ def _ingest_one(
     written.append(info)
     status = ACCEPTED if deid.verdict == anonymize.Verdict.DEIDENTIFIED else NEEDS_REVIEW
     return FileOutcome(position, size, status, deid.reason_code, deid.reason), info, deid
+
+
+class _AppendOnly(io.RawIOBase):
+    """A write-only file over an object writer: pydicom asks ``tell()``, it never seeks back."""
+
+    def __init__(self, writer: ObjectWriter) -> None:
+        super().__init__()
+        self._writer = writer
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._writer.write(data)
+        self._position += count
+        return count
+
+    def tell(self) -> int:
+        return self._position
 
 
 def _size_of(stream: BinaryIO) -> int:

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
-from werkzeug.test import TestResponse
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.test import TestResponse, encode_multipart
 
 from consent import default_template_spec, publish_template
 from donation_portal import accounts
@@ -73,15 +74,18 @@ class Browser:
     def upload(
         self, files: list[bytes], token_and_key: tuple[str, str] | None = None
     ) -> TestResponse:
+        """POST the upload form. The body is built in memory, as a browser sends it: the test
+        client would otherwise spool a large body to a plaintext temporary file of its own."""
         token, key = token_and_key or self.upload_form()
-        data = {
-            "csrf_token": token,
-            "submission_key": key,
-            "files": [
-                (io.BytesIO(content), f"IM{index:06d}") for index, content in enumerate(files)
-            ],
-        }
-        return self.client.post("/donations/new", data=data, content_type="multipart/form-data")
+        fields = MultiDict({"csrf_token": token, "submission_key": key})
+        for index, content in enumerate(files):
+            fields.add("files", FileStorage(io.BytesIO(content), f"IM{index:06d}"))
+        boundary, body = encode_multipart(fields)
+        return self.client.post(
+            "/donations/new",
+            data=body,
+            content_type=f"multipart/form-data; boundary={boundary}",
+        )
 
 
 @pytest.fixture
