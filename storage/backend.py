@@ -21,6 +21,7 @@ from .errors import ObjectNotFound, StorageError
 _OBJECT_ID = re.compile(r"[0-9a-f]{16,64}")
 _SUFFIX = ".c4gh"
 _SHARD = re.compile(r"[0-9a-f]{2}")
+_WRITE_BUFFER = 4 << 20
 
 
 def new_object_id() -> str:
@@ -71,7 +72,7 @@ class _LocalWriter:
         self._final = final
         self._tmp = tmp_dir / f"{object_id}.{secrets.token_hex(8)}.part"
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file: BinaryIO | None = os.fdopen(fd, "wb")
+        self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=_WRITE_BUFFER)
         self._size = 0
         self._object_id = object_id
 

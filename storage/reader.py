@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import weakref
 from typing import BinaryIO
 
 from . import c4gh_format as fmt
 from .errors import IntegrityError
+from .lane import Lane
+
+_LANE_THRESHOLD = 4 << 20
 
 
 class DecryptingReader(io.RawIOBase):
@@ -19,7 +23,8 @@ class DecryptingReader(io.RawIOBase):
     the size and SHA-256 with the recorded ones and raises IntegrityError
     instead of returning the final bytes if they differ (Crypt4GH itself does
     not authenticate segment order or count).  Random access (``seek``) still
-    authenticates every segment it touches.
+    authenticates every segment it touches.  On long sequential reads the
+    hashing runs in a background lane (see :mod:`storage.lane`).
     """
 
     def __init__(
@@ -44,6 +49,7 @@ class DecryptingReader(io.RawIOBase):
         self._hasher = hashlib.sha256()
         self._hashed_upto = 0
         self._verified = False
+        self._lane: Lane | None = None
 
     @property
     def size(self) -> int:
@@ -104,6 +110,8 @@ class DecryptingReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            if self._lane is not None:
+                self._lane.stop()
             self._raw.close()
             self._segment = b""
         super().close()
@@ -130,12 +138,22 @@ class DecryptingReader(io.RawIOBase):
     def _hash(self, piece: bytes) -> None:
         start, end = self._pos, self._pos + len(piece)
         if start <= self._hashed_upto < end:
-            self._hasher.update(memoryview(piece)[self._hashed_upto - start :])
+            fresh = memoryview(piece)[self._hashed_upto - start :]
+            if self._lane is None and self._hashed_upto > _LANE_THRESHOLD:
+                self._lane = Lane()
+                weakref.finalize(self, self._lane.stop)
+            if self._lane is None:
+                self._hasher.update(fresh)
+            else:
+                self._lane.submit(self._hasher.update, fresh)
             self._hashed_upto = end
 
     def _check_digest(self) -> None:
         if self._verified or self._hashed_upto != self._size:
             return
+        if self._lane is not None:
+            self._lane.finish()
+            self._lane = None
         if not hmac.compare_digest(self._hasher.hexdigest(), self._expected_sha256):
             raise IntegrityError("plaintext SHA-256 differs from the recorded one", self.object_id)
         self._verified = True

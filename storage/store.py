@@ -16,12 +16,14 @@ from .backend import Backend, BackendWriter, new_object_id
 from .errors import IntegrityError, KeyUnavailable, ObjectNotFound, StorageError, naming
 from .keyring import KeyEncryptionProvider
 from .keystore import KeyStore
+from .lane import Lane
 from .reader import DecryptingReader
 
 if TYPE_CHECKING:
     from .spool import EncryptedSpool
 
 _COPY_CHUNK = 1 << 20
+_LANE_THRESHOLD = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,9 @@ class ObjectWriter:
 
     ``commit()`` makes the object visible and returns its :class:`ObjectInfo`;
     ``abort()`` (or an exception inside ``with``) leaves nothing behind.  A
-    ``with`` block left normally commits.
+    ``with`` block left normally commits.  Past ``_LANE_THRESHOLD`` bytes the
+    two SHA-256 digests and the backend writes move to two background lanes,
+    overlapping with encryption (see :mod:`storage.lane`).
     """
 
     def __init__(self, backend: Backend, scope_id: str, public_key: bytes) -> None:
@@ -72,8 +76,10 @@ class ObjectWriter:
         self._stored_hash = hashlib.sha256()
         self._size = 0
         self._stored_size = 0
+        self._lanes: tuple[Lane, Lane] | None = None
         self._out: BackendWriter | None = backend.create(self.object_id)
-        self._emit(header)
+        self._store_chunk(header)
+        self._stored_size += len(header)
 
     @property
     def bytes_written(self) -> int:
@@ -84,17 +90,18 @@ class ObjectWriter:
             raise StorageError("write to a committed or aborted object", self.object_id)
         view = memoryview(data).cast("B")
         count = len(view)
-        self._plain_hash.update(view)
         self._size += count
         if self._buffer:
             take = fmt.SEGMENT_SIZE - len(self._buffer)
             self._buffer += view[:take]
             view = view[take:]
             if len(self._buffer) == fmt.SEGMENT_SIZE:
-                self._emit(self._sealer.seal(self._buffer))
-                self._buffer = bytearray()
+                segment, self._buffer = self._buffer, bytearray()
+                self._seal(segment)
+        immutable = isinstance(data, bytes)
         while len(view) >= fmt.SEGMENT_SIZE:
-            self._emit(self._sealer.seal(view[: fmt.SEGMENT_SIZE]))
+            segment_view = view[: fmt.SEGMENT_SIZE]
+            self._seal(segment_view if immutable else bytes(segment_view))
             view = view[fmt.SEGMENT_SIZE :]
         if len(view):
             self._buffer += view
@@ -105,8 +112,11 @@ class ObjectWriter:
             raise StorageError("commit of a committed or aborted object", self.object_id)
         try:
             if self._buffer:
-                self._emit(self._sealer.seal(self._buffer))
-                self._buffer = bytearray()
+                segment, self._buffer = self._buffer, bytearray()
+                self._seal(segment)
+            if self._lanes is not None:
+                for lane in self._lanes:
+                    lane.finish()
             out, self._out = self._out, None
             stored = out.commit()
         except BaseException:
@@ -126,6 +136,9 @@ class ObjectWriter:
 
     def abort(self) -> None:
         self._buffer = bytearray()
+        if self._lanes is not None:
+            for lane in self._lanes:
+                lane.stop()
         if self._out is not None:
             out, self._out = self._out, None
             out.abort()
@@ -144,11 +157,23 @@ class ObjectWriter:
         elif self._out is not None:
             self.commit()
 
-    def _emit(self, chunk: bytes | bytearray) -> None:
+    def _seal(self, segment: bytes | bytearray | memoryview) -> None:
+        """Encrypt one segment; ``segment`` must not change afterwards (lanes read it)."""
+        sealed = self._sealer.seal(segment)
+        self._stored_size += len(sealed)
+        if self._lanes is None and self._size > _LANE_THRESHOLD:
+            self._lanes = (Lane(), Lane())
+        if self._lanes is None:
+            self._plain_hash.update(segment)
+            self._store_chunk(sealed)
+        else:
+            self._lanes[0].submit(self._plain_hash.update, segment)
+            self._lanes[1].submit(self._store_chunk, sealed)
+
+    def _store_chunk(self, chunk: bytes | bytearray) -> None:
         assert self._out is not None
         self._stored_hash.update(chunk)
         self._out.write(chunk)
-        self._stored_size += len(chunk)
 
 
 class ObjectStore:

@@ -184,3 +184,62 @@ def test_objects_of_one_scope_do_not_open_with_another_scopes_key(store: ObjectS
     with pytest.raises(KeyUnavailable) as err:
         store.read_bytes(dataclasses.replace(info, scope_id="b"))
     assert err.value.object_id == info.object_id
+
+
+LARGE = 9 * 1024 * 1024 + 12345  # past the size where hashing/writing move to background lanes
+
+
+def test_large_object_from_a_reused_mutable_buffer(store: ObjectStore, scope: str) -> None:
+    """Callers may reuse their buffer after write() returns (readinto loops)."""
+    data = os.urandom(LARGE)
+    source = io.BytesIO(data)
+    buffer = bytearray(100_003)
+    with store.writer(scope) as writer:
+        while n := source.readinto(buffer):
+            writer.write(memoryview(buffer)[:n])
+            buffer[:] = b"\xff" * len(buffer)
+        info = writer.commit()
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert store.read_bytes(info) == data
+
+
+def test_large_object_digest_mismatch_is_caught(store: ObjectStore, scope: str) -> None:
+    info = store.put(scope, io.BytesIO(os.urandom(LARGE)))
+    wrong = dataclasses.replace(info, sha256="0" * 64)
+    with pytest.raises(IntegrityError):
+        store.read_bytes(wrong)
+
+
+class _FailingBackend(LocalBackend):
+    """Local backend whose writes fail after a few MiB (disk full)."""
+
+    def create(self, object_id: str):
+        inner = super().create(object_id)
+        written = [0]
+
+        class Writer:
+            def write(self, data) -> None:
+                written[0] += len(data)
+                if written[0] > 6 * 1024 * 1024:
+                    raise OSError(28, "No space left on device")
+                inner.write(data)
+
+            def commit(self) -> int:
+                return inner.commit()
+
+            def abort(self) -> None:
+                inner.abort()
+
+        return Writer()
+
+
+def test_backend_failure_during_a_large_write_surfaces_and_leaves_nothing(
+    tmp_path: Path, keyring, keystore
+) -> None:
+    backend = _FailingBackend(tmp_path / "objects")
+    store = ObjectStore(backend, keyring, keystore)
+    store.ensure_scope("s")
+    with pytest.raises(OSError, match="No space"):
+        store.put("s", io.BytesIO(os.urandom(LARGE)))
+    assert list(backend.list()) == []
+    assert list((backend.root / "tmp").iterdir()) == []
