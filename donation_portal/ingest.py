@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import anonymize
@@ -53,6 +54,10 @@ def find_submission(session: Session, submission_key: str) -> Donation | None:
     return session.scalars(query).first()
 
 
+class SubmissionConflict(Exception):
+    """The submission key belongs to another donor's upload (a replayed or forged form)."""
+
+
 def ingest_upload(
     session: Session,
     *,
@@ -66,14 +71,17 @@ def ingest_upload(
 ) -> IngestResult:
     """De-identify and store ``files`` as one donation under ``consent``.
 
-    Re-submitting the same ``submission_key`` returns the earlier donation unchanged. When no
-    file can be accepted, no donation is created and the result lists why.
+    The submission key is claimed first, so a re-submission of the same form - even one that
+    arrives while the first is still being processed - returns the earlier donation instead of
+    storing the files twice. When no file can be accepted, the result has no donation and the
+    caller rolls the transaction back (releasing the claim).
     """
-    earlier = find_submission(session, submission_key)
-    if earlier is not None and earlier.donor_id == donor_id:
-        return IngestResult(earlier, [_outcome_of(f) for f in earlier.files], repeated=True)
     if state(session, consent.id) != ACTIVE:
         raise NotActive("Your consent has been withdrawn, so no new files can be donated.")
+    donation, earlier = _claim(session, donor_id, consent, submission_key)
+    if earlier is not None:
+        return IngestResult(earlier, [_outcome_of(f) for f in earlier.files], repeated=True)
+    assert donation is not None
     store.ensure_scope(consent.id)
     written: list[ObjectInfo] = []
     try:
@@ -85,22 +93,46 @@ def ingest_upload(
         if not any(outcome.status != REJECTED for outcome in outcomes):
             _delete_all(store, written)
             return IngestResult(None, outcomes)
+        for outcome, info, deid in results:
+            row = _donated_file(donation, consent, outcome, info, deid)
+            if info is not None:
+                row.stored_object = _stored_object(info)
+            session.add(row)
+        session.flush()
+    except BaseException:
+        _delete_all(store, written)
+        raise
+    return IngestResult(donation, outcomes)
+
+
+def _claim(
+    session: Session, donor_id: int, consent: Consent, submission_key: str
+) -> tuple[Donation | None, Donation | None]:
+    """Insert the donation row for ``submission_key``, or return the one already there.
+
+    On PostgreSQL a concurrent insert of the same key waits for the other transaction and
+    then fails the unique constraint; the SAVEPOINT keeps this transaction usable.
+    """
+    earlier = find_submission(session, submission_key)
+    if earlier is None:
         donation = Donation(
             id=secrets.token_urlsafe(16),
             donor_id=donor_id,
             consent_id=consent.id,
             submission_key=submission_key,
         )
-        session.add(donation)
-        for outcome, info, deid in results:
-            if info is not None:
-                session.add(_stored_object(info))
-            session.add(_donated_file(donation, consent, outcome, info, deid))
-        session.flush()
-    except BaseException:
-        _delete_all(store, written)
-        raise
-    return IngestResult(donation, outcomes)
+        try:
+            with session.begin_nested():
+                session.add(donation)
+                session.flush()
+            return donation, None
+        except IntegrityError:
+            earlier = find_submission(session, submission_key)
+            if earlier is None:
+                raise
+    if earlier.donor_id != donor_id:
+        raise SubmissionConflict("submission key in use by another donor")
+    return None, earlier
 
 
 def _ingest_one(

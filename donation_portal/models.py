@@ -70,6 +70,7 @@ class DonatedFile(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     donation: Mapped[Donation] = relationship(back_populates="files")
+    stored_object: Mapped[StoredObject | None] = relationship()
 
 
 class StoredObject(Base):

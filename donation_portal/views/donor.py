@@ -22,7 +22,7 @@ from werkzeug.wrappers import Response
 import consent as consents
 from donation_portal import services
 from donation_portal.db import get_session
-from donation_portal.ingest import ingest_upload
+from donation_portal.ingest import SubmissionConflict, ingest_upload
 from donation_portal.models import Donation
 from donation_portal.schemas import (
     SignConsentSchema,
@@ -121,16 +121,19 @@ def upload() -> str | Response | tuple[str, int]:
     if not files:
         return _upload_error(["Please choose at least one file."], 400)
     session = get_session()
-    result = ingest_upload(
-        session,
-        donor_id=current_user.user.id,
-        consent=active,
-        submission_key=data["submission_key"],
-        files=[f.stream for f in files],
-        store=services.object_store(session),
-        deid_key=services.deid_key(),
-        max_file_bytes=int(current_app.config["MAX_FILE_BYTES"]),
-    )
+    try:
+        result = ingest_upload(
+            session,
+            donor_id=current_user.user.id,
+            consent=active,
+            submission_key=data["submission_key"],
+            files=[f.stream for f in files],
+            store=services.object_store(session),
+            deid_key=services.deid_key(),
+            max_file_bytes=int(current_app.config["MAX_FILE_BYTES"]),
+        )
+    except SubmissionConflict:
+        return _upload_error(["The form has expired. Please choose your files again."], 400)
     if result.donation is None:
         return _upload_error(
             ["None of the files could be accepted. Nothing was stored."], 422, result.outcomes

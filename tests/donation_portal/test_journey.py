@@ -214,3 +214,38 @@ def test_an_unexpected_error_shows_no_trace_and_stores_nothing(
     assert "Traceback" not in html and "simulated failure" not in html
     assert db_session.scalar(select(func.count()).select_from(Donation)) == 0
     assert stored_files(app) == []
+
+
+def test_a_resubmission_racing_the_first_returns_the_first_donation(
+    donor: Browser, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second request misses the first's row at its first look (as in a race) and then
+    collides with it on the unique submission key: it must answer with the first donation."""
+    from donation_portal import ingest
+
+    form = donor.upload_form()
+    first = donor.upload([CT], form)
+    real_find = ingest.find_submission
+    calls = iter([None])
+    monkeypatch.setattr(
+        ingest, "find_submission", lambda s, k: next(calls, None) or real_find(s, k)
+    )
+    second = donor.upload([CT], form)
+    assert second.status_code == 303
+    assert second.headers["Location"] == first.headers["Location"]
+    assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 1
+
+
+def test_a_submission_key_of_another_donor_is_refused(
+    app: Flask, donor: Browser, db_session: Session, make_user
+) -> None:
+    form = donor.upload_form()
+    assert donor.upload([CT], form).status_code == 303
+    donor.logout()
+    other = Browser(app.test_client())
+    other.register("other@example.org")
+    other.sign_consent()
+    token, _ = other.upload_form()
+    response = other.upload([CT], (token, form[1]))
+    assert response.status_code == 400
+    assert db_session.scalar(select(func.count()).select_from(Donation)) == 1

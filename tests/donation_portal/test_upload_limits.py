@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,3 +42,5 @@ def test_an_upload_over_the_request_limit_gets_413_and_stores_nothing(
     assert response.status_code == 413
     assert "too large" in response.get_data(as_text=True)
     assert db_session.scalar(select(func.count()).select_from(Donation)) == 0
+    storage_dir = Path(app.config["STORAGE_DIR"])
+    assert not storage_dir.exists() or not [p for p in storage_dir.rglob("*") if p.is_file()]
