@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` overrides files and environment (tests pass theirs here)."""
-    from donation_portal import cli, db, errors, security, uploads, views
+    from donation_portal import cli, db, errors, research, security, uploads, views
     from donation_portal.settings import load_settings
 
     config = dict(config or {})
@@ -41,4 +41,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     views.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
+    research.init_app(app)
     return app
