@@ -157,6 +157,39 @@ def phase_encrypt(work: Path, size: int) -> dict:
     return {"encrypt_s": elapsed}
 
 
+class _NullWriter:
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data) -> None:
+        self.size += len(data)
+
+    def commit(self) -> int:
+        return self.size
+
+    def abort(self) -> None:
+        pass
+
+
+def phase_encrypt_cpu(work: Path, size: int) -> dict:
+    """ObjectWriter into a backend that discards the bytes: the library's CPU cost alone."""
+    from storage import ObjectWriter
+
+    store, _ = _store(work)
+
+    class NullBackend:
+        def create(self, object_id: str) -> _NullWriter:
+            return _NullWriter()
+
+    writer = ObjectWriter(NullBackend(), "bench-scope", store.public_key("bench-scope"))
+    with open(work / "plain.bin", "rb") as f:
+        t0 = time.perf_counter()
+        while chunk := f.read(CHUNK):
+            writer.write(chunk)
+        writer.commit()
+        return {"encrypt_cpu_s": time.perf_counter() - t0}
+
+
 def phase_decrypt(work: Path, size: int) -> dict:
     store, _ = _store(work)
     info = _info(work, "big")
@@ -214,6 +247,7 @@ PHASES = {
     "bare": phase_bare,
     "reference": phase_reference,
     "encrypt": phase_encrypt,
+    "encrypt_cpu": phase_encrypt_cpu,
     "decrypt": phase_decrypt,
     "reencrypt": phase_reencrypt,
 }
@@ -240,6 +274,7 @@ def report(size: int, r: dict[str, dict]) -> None:
 
     bare_enc, bare_dec = rate(bare["bare_encrypt_s"]), rate(bare["bare_decrypt_s"])
     enc, dec = rate(r["encrypt"]["encrypt_s"]), rate(r["decrypt"]["decrypt_s"])
+    enc_cpu = rate(r["encrypt_cpu"]["encrypt_cpu_s"])
     sha, disk = rate(bare["bare_sha256_s"]), rate(bare["bare_write_s"])
     ref = rate(r["reference"]["reference_encrypt_s"])
     lines = [
@@ -253,6 +288,8 @@ def report(size: int, r: dict[str, dict]) -> None:
         f"ObjectStore.put   (encrypt + 2 SHA-256 + write + fsync): {enc:6.0f} MB/s,"
         f" ratio to bare {enc / bare_enc:.2f} (target >= 0.7),"
         f" peak RSS {r['encrypt']['peak_rss_mib']:.1f} MiB (target < 100)",
+        f"ObjectWriter to a null backend (encrypt + 2 SHA-256):   {enc_cpu:6.0f} MB/s,"
+        f" ratio to bare {enc_cpu / bare_enc:.2f}",
         f"ObjectStore.open  (full read: decrypt + SHA-256):        {dec:6.0f} MB/s,"
         f" ratio to bare {dec / bare_dec:.2f} (target >= 0.7),"
         f" peak RSS {r['decrypt']['peak_rss_mib']:.1f} MiB (target < 100)",

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import c4gh_format as fmt
 from . import scope_keys
@@ -78,7 +78,7 @@ class ObjectWriter:
         self._stored_size = 0
         self._lanes: tuple[Lane, Lane] | None = None
         self._out: BackendWriter | None = backend.create(self.object_id)
-        self._store_chunk(header)
+        self._store_chunks([header])
         self._stored_size += len(header)
 
     @property
@@ -91,20 +91,23 @@ class ObjectWriter:
         view = memoryview(data).cast("B")
         count = len(view)
         self._size += count
+        segments: list[bytes | bytearray | memoryview] = []
         if self._buffer:
             take = fmt.SEGMENT_SIZE - len(self._buffer)
             self._buffer += view[:take]
             view = view[take:]
             if len(self._buffer) == fmt.SEGMENT_SIZE:
-                segment, self._buffer = self._buffer, bytearray()
-                self._seal(segment)
+                segments.append(self._buffer)
+                self._buffer = bytearray()
         immutable = isinstance(data, bytes)
         while len(view) >= fmt.SEGMENT_SIZE:
             segment_view = view[: fmt.SEGMENT_SIZE]
-            self._seal(segment_view if immutable else bytes(segment_view))
+            segments.append(segment_view if immutable else bytes(segment_view))
             view = view[fmt.SEGMENT_SIZE :]
         if len(view):
             self._buffer += view
+        if segments:
+            self._seal(segments)
         return count
 
     def commit(self) -> ObjectInfo:
@@ -113,7 +116,7 @@ class ObjectWriter:
         try:
             if self._buffer:
                 segment, self._buffer = self._buffer, bytearray()
-                self._seal(segment)
+                self._seal([segment])
             if self._lanes is not None:
                 for lane in self._lanes:
                     lane.finish()
@@ -157,23 +160,32 @@ class ObjectWriter:
         elif self._out is not None:
             self.commit()
 
-    def _seal(self, segment: bytes | bytearray | memoryview) -> None:
-        """Encrypt one segment; ``segment`` must not change afterwards (lanes read it)."""
-        sealed = self._sealer.seal(segment)
-        self._stored_size += len(sealed)
-        if self._lanes is None and self._size > _LANE_THRESHOLD:
-            self._lanes = (Lane(), Lane())
-        if self._lanes is None:
-            self._plain_hash.update(segment)
-            self._store_chunk(sealed)
-        else:
-            self._lanes[0].submit(self._plain_hash.update, segment)
-            self._lanes[1].submit(self._store_chunk, sealed)
+    def _seal(self, segments: list[bytes | bytearray | memoryview]) -> None:
+        """Encrypt whole segments, which must not change afterwards (lanes read them).
 
-    def _store_chunk(self, chunk: bytes | bytearray) -> None:
+        Work goes to the lanes one batch per ``write()`` call, not per segment:
+        fewer thread hand-offs."""
+        sealed = [self._sealer.seal(segment) for segment in segments]
+        self._stored_size += sum(len(s) for s in sealed)
+        if self._lanes is None and self._size > _LANE_THRESHOLD:
+            self._lanes = (Lane(depth=4), Lane(depth=4))
+        if self._lanes is None:
+            _hash_all(self._plain_hash, segments)
+            self._store_chunks(sealed)
+        else:
+            self._lanes[0].submit(_hash_all, self._plain_hash, segments)
+            self._lanes[1].submit(self._store_chunks, sealed)
+
+    def _store_chunks(self, chunks: list[bytes | bytearray]) -> None:
         assert self._out is not None
-        self._stored_hash.update(chunk)
-        self._out.write(chunk)
+        for chunk in chunks:
+            self._stored_hash.update(chunk)
+            self._out.write(chunk)
+
+
+def _hash_all(digest: Any, pieces: list[bytes | bytearray | memoryview]) -> None:
+    for piece in pieces:
+        digest.update(piece)
 
 
 class ObjectStore:
