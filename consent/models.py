@@ -1,11 +1,26 @@
-"""Consent tables: published templates, consents, and the events that give their state."""
+"""Consent tables: published templates, consents, their events, and the audit trail.
+
+None of these rows is ever updated or deleted by the library: a consent's state is derived
+from its events, and the audit trail is a hash chain. Production deployments should also
+``REVOKE UPDATE, DELETE`` on consent_templates, consents, consent_events and audit_entries
+from the application's database role, so the rule holds below the library too.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent.db import ConsentBase, utcnow
@@ -15,6 +30,11 @@ class ConsentTemplate(ConsentBase):
     """A published consent text. Immutable: its ID is the SHA-256 of its canonical form."""
 
     __tablename__ = "consent_templates"
+    __table_args__ = (
+        UniqueConstraint(
+            "name", "version", "language", name="uq_consent_templates_name_version_language"
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), index=True)
@@ -24,6 +44,9 @@ class ConsentTemplate(ConsentBase):
     summary: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     modules: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    consent_valid_days: Mapped[int | None] = mapped_column(Integer)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -39,6 +62,9 @@ class Consent(ConsentBase):
     modules: Mapped[list[str]] = mapped_column(JSON)
     signature_sealed: Mapped[bytes] = mapped_column(LargeBinary)
     signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawal_code_hash: Mapped[str | None] = mapped_column(String(64))
+    supersedes_id: Mapped[str | None] = mapped_column(ForeignKey("consents.id"), index=True)
 
 
 class ConsentEvent(ConsentBase):
@@ -51,3 +77,23 @@ class ConsentEvent(ConsentBase):
     kind: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AuditEntry(ConsentBase):
+    """One link of the hash-chained audit trail; ``hash`` covers every other column.
+
+    ``prev_hash`` is unique, so two writers can never both extend the same head: the chain
+    cannot fork even where the writers were not serialised by a lock.
+    """
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject_type: Mapped[str] = mapped_column(String(40))
+    subject_id: Mapped[str] = mapped_column(String(100), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
