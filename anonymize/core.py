@@ -1,0 +1,183 @@
+"""``deidentify``: one input in, one verdict out, never an exception for bad input."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import BinaryIO
+
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from anonymize import engine, identifiers, keys, reader, sop_classes, writer
+from anonymize.outcome import (
+    DeidentificationError,
+    Outcome,
+    Rejection,
+    Verdict,
+    reason_for,
+)
+from anonymize.profile import BASIC_PROFILE_CODE, OPTION_CODES, Profile
+
+log = logging.getLogger(__name__)
+
+
+def _string(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    return str(value).strip()
+
+
+def _rejected(code: str, profile: Profile) -> Outcome:
+    return Outcome(Verdict.REJECTED, code, reason_for(code), None, None, None, None, None,
+                   profile.ordered())
+
+
+def _set_identity(ds: Dataset, pseudonym: str, profile: Profile) -> None:
+    """PatientName/ID become the pseudonym; the de-identification is recorded (CID 7050)."""
+    ds.PatientName = pseudonym
+    ds.PatientID = pseudonym
+    ds.PatientIdentityRemoved = "YES"
+    codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[name] for name in profile.ordered()]
+    ds.DeidentificationMethod = [meaning for _, meaning in codes]
+    items = []
+    for value, meaning in codes:
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    if "retain_long_modified_dates" in profile:
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    elif "retain_long_full_dates" in profile:
+        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+    else:
+        ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _simple_charset(ds: Dataset) -> bool:
+    value = ds.get_item(0x00080005)
+    if value is None:
+        return True
+    charset = ds.get("SpecificCharacterSet", "")
+    values = [charset] if isinstance(charset, str) else list(charset)
+    return all(str(v).strip() in engine.SIMPLE_CHARSETS for v in values)
+
+
+def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
+             profile: Profile) -> Outcome:
+    ds = parsed.dataset
+    sop_class = _string(ds, "SOPClassUID") or str(parsed.meta.get("MediaStorageSOPClassUID", ""))
+    modality = _string(ds, "Modality")
+    verdict, code = sop_classes.classify(sop_class, modality,
+                                         "clean_structured_content" in profile)
+    if verdict == "reject":
+        raise Rejection(code)
+    if not parsed.pixels and sop_classes.holds_pixels(sop_class):
+        raise Rejection("truncated")
+    review: set[str] = {code} if verdict == "review" else set()
+    if _string(ds, "BurnedInAnnotation").upper() == "YES":
+        review.add("burned_in_annotation")
+    if _string(ds, "RecognizableVisualFeatures").upper() == "YES":
+        review.add("recognizable_features")
+    ctx = engine.Context(
+        key=key,
+        options=profile.options,
+        shift_days=keys.date_shift_days(key, pseudonym),
+        identifiers=identifiers.collect(ds, pseudonym),
+        size=parsed.size,
+        stream=parsed.stream,
+    )
+    walker = engine.Walker(ctx, _simple_charset(ds))
+    walker.walk(ds)
+    if parsed.tail is not None:
+        walker.walk(parsed.tail)
+    review |= ctx.review
+    _set_identity(ds, pseudonym, profile)
+    sop_instance = _string(ds, "SOPInstanceUID")
+    if not sop_instance:
+        raise Rejection("malformed")
+    ds.SOPClassUID = sop_class
+    meta = writer.build_meta(sop_class, sop_instance, str(parsed.transfer_syntax))
+    writer.write_file(dst, meta, ds, parsed.stream, parsed.pixels, parsed.tail,
+                      parsed.implicit, parsed.little_endian)
+    code = _first_review_code(review)
+    return Outcome(
+        Verdict.NEEDS_REVIEW if code else Verdict.DEIDENTIFIED,
+        code,
+        reason_for(code) if code else None,
+        sop_class,
+        modality or None,
+        _string(ds, "StudyInstanceUID") or None,
+        _string(ds, "SeriesInstanceUID") or None,
+        sop_instance,
+        profile.ordered(),
+    )
+
+
+REVIEW_ORDER = ("burned_in_annotation", "recognizable_features", "ultrasound",
+                "secondary_capture", "photograph", "structured_content", "overlay_graphics")
+
+
+def _first_review_code(codes: set[str]) -> str | None:
+    for code in REVIEW_ORDER:
+        if code in codes:
+            return code
+    return next(iter(sorted(codes)), None)
+
+
+def deidentify(
+    src: str | os.PathLike[str] | BinaryIO,
+    dst: BinaryIO,
+    *,
+    key: bytes,
+    pseudonym: str,
+    profile: Profile | None = None,
+) -> Outcome:
+    """De-identify one DICOM file from ``src`` into ``dst``.
+
+    Never raises for bad input: every problem with the input is an Outcome with verdict
+    REJECTED and a reason_code. ``src`` may be a path or a readable, seekable binary stream;
+    on REJECTED the caller discards whatever was written to ``dst``. ``key`` (>= 32 bytes) keys
+    the UID remapping (HMAC -> 2.25.<int>) and the per-pseudonym date offset.
+    Raises :class:`DeidentificationError` only for programming or system errors.
+    """
+    key = keys.check_key(key)
+    if not isinstance(pseudonym, str) or not pseudonym.strip():
+        raise DeidentificationError("pseudonym must be a non-empty string")
+    profile = profile or Profile.default()
+    if isinstance(src, str | os.PathLike):
+        try:
+            handle = open(src, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            return _rejected("unreadable", profile)
+        with handle:
+            return _guarded(handle, dst, key, pseudonym, profile)
+    return _guarded(src, dst, key, pseudonym, profile)
+
+
+def _guarded(src: BinaryIO, dst: BinaryIO, key: bytes, pseudonym: str,
+             profile: Profile) -> Outcome:
+    try:
+        parsed = reader.parse(src)
+        return _process(parsed, dst, key, pseudonym, profile)
+    except Rejection as rejection:
+        return _rejected(rejection.code, profile)
+    except RecursionError:
+        return _rejected("too_deep", profile)
+    except MemoryError:
+        return _rejected("header_too_large", profile)
+    except (EOFError, OSError) as exc:
+        if _is_destination_error(exc, dst):
+            raise DeidentificationError("writing the output failed") from exc
+        return _rejected("truncated", profile)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a rejection
+        log.info("input rejected as malformed (%s)", type(exc).__name__)
+        return _rejected("malformed", profile)
+
+
+def _is_destination_error(exc: BaseException, dst: BinaryIO) -> bool:
+    closed = getattr(dst, "closed", False)
+    return bool(closed) or isinstance(exc, PermissionError)
