@@ -28,12 +28,15 @@ class Lane:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not _STOP:
-            if self._error is None:
-                call, args = item
-                try:
-                    call(*args)
-                except BaseException as exc:  # re-raised in the submitting thread
-                    self._error = exc
+            self._call(*item)
+            del item  # while idle, hold no finished call: it may be the owner's bound method
+
+    def _call(self, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if self._error is None:
+            try:
+                call(*args)
+            except BaseException as exc:  # re-raised in the submitting thread
+                self._error = exc
 
     def submit(self, call: Callable[..., Any], *args: Any) -> None:
         if self._stopped:
@@ -52,4 +55,5 @@ class Lane:
         if not self._stopped:
             self._stopped = True
             self._queue.put(_STOP)
-            self._thread.join()
+            if threading.current_thread() is not self._thread:  # a finalizer may run in it
+                self._thread.join()

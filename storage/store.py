@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -169,6 +170,8 @@ class ObjectWriter:
         self._stored_size += sum(len(s) for s in sealed)
         if self._lanes is None and self._size > _LANE_THRESHOLD:
             self._lanes = (Lane(depth=4), Lane(depth=4))
+            for lane in self._lanes:
+                weakref.finalize(self, lane.stop)  # an abandoned writer ends its threads
         if self._lanes is None:
             _hash_all(self._plain_hash, segments)
             self._store_chunks(sealed)

@@ -1,7 +1,9 @@
 import dataclasses
+import gc
 import hashlib
 import io
 import os
+import threading
 from pathlib import Path
 
 import pydicom
@@ -243,3 +245,21 @@ def test_backend_failure_during_a_large_write_surfaces_and_leaves_nothing(
         store.put("s", io.BytesIO(os.urandom(LARGE)))
     assert list(backend.list()) == []
     assert list((backend.root / "tmp").iterdir()) == []
+
+
+def test_abandoned_large_reader_and_writer_end_their_threads(
+    store: ObjectStore, scope: str
+) -> None:
+    baseline = threading.active_count()
+    info = store.put(scope, io.BytesIO(os.urandom(LARGE)))
+    reader = store.open(info)
+    reader.read(LARGE // 2)
+    writer = store.writer(scope)
+    writer.write(os.urandom(LARGE))
+    assert threading.active_count() > baseline
+    lanes = [t for t in threading.enumerate() if t.name == "storage-lane"]
+    del reader, writer
+    gc.collect()
+    for lane in lanes:  # work still queued when abandoned finishes first, then the lane ends
+        lane.join(timeout=10)
+    assert threading.active_count() == baseline
