@@ -19,6 +19,9 @@ Records (state is derived from append-only events; each event is audited as cons
     withdraw(session, consent, erase=...), withdraw_modules/withdraw_module,
     check_withdrawal_code, withdraw_with_code(session, id, code, mode=..., modules=None),
     needs_review(session, subject_ref, language), reconsent(...), expiring, expire_due.
+Receipts: ReceiptSigner (Ed25519 key), issue_receipt/build_receipt/sign_receipt,
+    verify_receipt(document, keys) -> content (InvalidReceipt otherwise), public_keys(jwks).
+FHIR R4: to_fhir_consent(session, id), to_fhir_questionnaire(template).
 Audit trail: ``consent.audit`` (record, verify -> VerifyResult, query, head).
 """
 
@@ -30,6 +33,7 @@ from consent.errors import (
     AlreadyWithdrawn,
     ConsentError,
     InvalidModule,
+    InvalidReceipt,
     InvalidSignature,
     InvalidTemplate,
     NotActive,
@@ -39,7 +43,15 @@ from consent.errors import (
     UnknownConsent,
     WrongWithdrawalCode,
 )
+from consent.fhir import to_fhir_consent, to_fhir_questionnaire
 from consent.models import AuditEntry, Consent, ConsentEvent, ConsentTemplate
+from consent.receipts import (
+    build_receipt,
+    issue_receipt,
+    public_keys,
+    sign_receipt,
+    verify_receipt,
+)
 from consent.records import (
     ACTIVE,
     ERASE,
@@ -73,6 +85,7 @@ from consent.records import (
     withdrawn_ids,
 )
 from consent.sealing import Sealer
+from consent.signing_keys import ReceiptSigner
 from consent.template_spec import load_template_file, validate_template_spec
 from consent.templates import (
     current_template,
@@ -102,11 +115,13 @@ __all__ = [
     "ConsentTemplate",
     "DuoTerm",
     "InvalidModule",
+    "InvalidReceipt",
     "InvalidSignature",
     "InvalidTemplate",
     "NoTemplate",
     "NotActive",
     "NotSignable",
+    "ReceiptSigner",
     "Sealer",
     "SignedConsent",
     "TemplateConflict",
@@ -115,6 +130,7 @@ __all__ = [
     "WrongWithdrawalCode",
     "active_consent",
     "audit",
+    "build_receipt",
     "check_withdrawal_code",
     "current_template",
     "default_template_spec",
@@ -130,17 +146,23 @@ __all__ = [
     "give_consent",
     "granted_modules",
     "in_force",
+    "issue_receipt",
     "load_template_file",
     "needs_review",
+    "public_keys",
     "publish_template",
     "reconsent",
     "sign_consent",
+    "sign_receipt",
     "state",
     "states",
     "template_id",
     "template_is_intact",
     "templates",
+    "to_fhir_consent",
+    "to_fhir_questionnaire",
     "validate_template_spec",
+    "verify_receipt",
     "withdraw",
     "withdraw_consent",
     "withdraw_module",
