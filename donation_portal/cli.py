@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+import consent as consents
 import storage
-from donation_portal import accounts, migrate, services
+from donation_portal import accounts, migrate, receipts, services
 from donation_portal.db import get_session
 from donation_portal.keystore import DatabaseKeyStore
 from donation_portal.models import ROLES, StoredObject, stored_info
@@ -17,10 +20,13 @@ users = AppGroup("users", help="Manage accounts.")
 database = AppGroup("db", help="Apply schema migrations.")
 keys = AppGroup("keys", help="Manage the master key-encryption keys.")
 objects = AppGroup("storage", help="Check the encrypted object storage.")
+consent_cli = AppGroup("consent", help="Publish consent templates, verify receipts.")
+audit_cli = AppGroup("audit", help="Check the audit trail.")
+SYSTEM_ACTOR = "system:cli"
 
 
 def init_app(app: Flask) -> None:
-    for group in (users, database, keys, objects):
+    for group in (users, database, keys, objects, consent_cli, audit_cli):
         app.cli.add_command(group)
 
 
@@ -80,6 +86,14 @@ def rotate() -> None:
     keyring = storage.KeyRing.load(key_file)
     session = get_session()
     count = storage.rotate_keys(keyring, DatabaseKeyStore(session), save_to=key_file)
+    consents.audit.record(
+        session,
+        "keys.rotated",
+        actor=SYSTEM_ACTOR,
+        subject_type="kek",
+        subject_id=str(keyring.current_version),
+        detail={"rewrapped": count},
+    )
     session.commit()
     services.forget(current_app)
     click.echo(f"KEK version {keyring.current_version} is current; re-wrapped {count} key(s).")
@@ -96,6 +110,11 @@ def retire(version: int) -> None:
     except storage.StorageError as error:
         raise click.ClickException(str(error)) from error
     keyring.save(key_file)
+    session = get_session()
+    consents.audit.record(
+        session, "keys.retired", actor=SYSTEM_ACTOR, subject_type="kek", subject_id=str(version)
+    )
+    session.commit()
     services.forget(current_app)
     click.echo(f"KEK version {version} retired.")
 
@@ -119,3 +138,45 @@ def verify() -> None:
     if not report.ok:
         raise SystemExit(1)
     click.echo("all objects authentic and accounted for")
+
+
+@consent_cli.command("publish")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def publish(path: str) -> None:
+    """Publish the consent template in PATH (YAML or JSON) as a new immutable version."""
+    session = get_session()
+    try:
+        spec = consents.load_template_file(path)
+        before = {t.id for t in consents.templates(session)}
+        template = consents.publish_template(session, spec, actor=SYSTEM_ACTOR)
+    except consents.ConsentError as error:
+        raise click.ClickException(str(error)) from error
+    session.commit()
+    verb = "Already published" if template.id in before else "Published"
+    click.echo(
+        f"{verb}: {template.name} {template.version} ({template.language}) sha256:{template.id}"
+    )
+
+
+@audit_cli.command("verify")
+def verify_audit() -> None:
+    """Recompute the hash chain; exit 1 naming the first broken entry."""
+    result = consents.audit.verify(get_session())
+    click.echo(result.message())
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@consent_cli.command("verify-receipt")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def verify_receipt(path: str) -> None:
+    """Check that the receipt in PATH was signed by this portal and not altered."""
+    try:
+        content = receipts.verify(Path(path).read_bytes())
+    except consents.InvalidReceipt as error:
+        click.echo(f"INVALID: {error}", err=True)
+        raise SystemExit(1) from error
+    click.echo(
+        f"valid receipt: consent {content['consent_id']}, {content['event']['kind']} "
+        f"at {content['event']['at']}, template sha256:{content['template']['sha256']}"
+    )

@@ -19,6 +19,7 @@ DEMO_DOMAIN = "demo.example"
 
 def prepare_instance(instance: Path) -> None:
     """Create instance/ (mode 0700) with the secret key and the key files, if missing."""
+    from consent import ReceiptSigner
     from storage import KeyRing
 
     instance.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -29,6 +30,7 @@ def prepare_instance(instance: Path) -> None:
     KeyRing.create_file(keys / "kek.json")
     create_secret_file(keys / "deid.key", 32)
     create_secret_file(keys / "seal.key", 32)
+    ReceiptSigner.load_or_create(keys / "receipt.pem")
 
 
 def main() -> int:
@@ -67,9 +69,11 @@ def main() -> int:
 
 
 def publish_default_template(session) -> None:  # type: ignore[no-untyped-def]
-    from consent import default_template_spec, publish_template
+    """Publish the shipped consent text in every language it comes in (idempotent)."""
+    from consent import default_template_specs, publish_template
 
-    publish_template(session, default_template_spec())
+    for spec in default_template_specs():
+        publish_template(session, spec)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import anonymize
+import consent as consents
 from consent import ACTIVE, Consent, NotActive, state
 from donation_portal.models import DonatedFile, Donation, StoredObject
 from storage import ObjectInfo, ObjectStore, ObjectWriter
@@ -99,10 +100,28 @@ def ingest_upload(
                 row.stored_object = _stored_object(info)
             session.add(row)
         session.flush()
+        record_upload(session, donation, donor_id, outcomes)
     except BaseException:
         _delete_all(store, written)
         raise
     return IngestResult(donation, outcomes)
+
+
+def record_upload(
+    session: Session, donation: Donation, donor_id: int, outcomes: list[FileOutcome]
+) -> None:
+    """Audit the upload with counts only: no file names, no header values."""
+    counts = {status: 0 for status in (ACCEPTED, NEEDS_REVIEW, REJECTED)}
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    consents.audit.record(
+        session,
+        "donation.uploaded",
+        actor=f"user:{donor_id}",
+        subject_type="donation",
+        subject_id=donation.id,
+        detail={"consent_id": donation.consent_id, "files": counts},
+    )
 
 
 def _claim(

@@ -15,6 +15,9 @@ from consent.db import ConsentBase, utcnow
 from storage import ObjectInfo
 
 ROLES = ("donor", "steward", "researcher", "admin")
+REVIEW_PENDING = "pending"
+REVIEW_APPROVED = "approved"
+REVIEW_REJECTED = "rejected"
 
 
 class Base(DeclarativeBase):
@@ -42,6 +45,12 @@ class Donation(Base):
     consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"), index=True)
     submission_key: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    review_status: Mapped[str] = mapped_column(
+        String(20), default=REVIEW_PENDING, server_default=REVIEW_PENDING, index=True
+    )
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_reason: Mapped[str | None] = mapped_column(String(500))
 
     files: Mapped[list[DonatedFile]] = relationship(
         back_populates="donation", order_by="DonatedFile.position"
@@ -68,6 +77,8 @@ class DonatedFile(Base):
     series_instance_uid: Mapped[str | None] = mapped_column(String(64))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     donation: Mapped[Donation] = relationship(back_populates="files")
     stored_object: Mapped[StoredObject | None] = relationship()
@@ -109,3 +120,14 @@ class ScopeKey(Base):
     wrapped_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     kek_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WithdrawalAcknowledgement(Base):
+    """A steward has seen a withdrawal (and what it touched)."""
+
+    __tablename__ = "withdrawal_acknowledgements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("consent_events.id"), unique=True)
+    steward_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -51,10 +51,36 @@ class UploadSchema(Schema):
     submission_key = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
 
 
+_MODE = validate.OneOf(
+    ("stop_use", "erase"), error="Choose whether your files are kept unused or erased."
+)
+
+
 class WithdrawSchema(Schema):
+    """Withdraw the whole consent (no modules ticked) or only the optional modules ticked."""
+
     confirm = fields.String(
         required=True,
         validate=validate.Equal("yes", error="Tick the box to confirm that you want to withdraw."),
+    )
+    scope = fields.String(
+        required=True,
+        validate=validate.OneOf(("all", "modules"), error="Choose what to withdraw."),
+    )
+    mode = fields.String(load_default="stop_use", validate=_MODE)
+    modules = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list)
+
+
+class CodeWithdrawSchema(WithdrawSchema):
+    consent_id = fields.String(
+        required=True,
+        validate=validate.Length(min=10, max=64, error="Enter the consent ID from your receipt."),
+    )
+    code = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=8, max=64, error="Enter the withdrawal code from your receipt."
+        ),
     )
 
 
@@ -83,3 +109,20 @@ def first_errors(error: ValidationError) -> list[str]:
 
     walk(error.messages, "")
     return messages
+
+
+class DecisionSchema(Schema):
+    decision = fields.String(
+        required=True,
+        validate=validate.OneOf(("approve", "reject"), error="Choose approve or reject."),
+    )
+    reason = fields.String(load_default="", validate=validate.Length(max=500))
+
+
+class AuditFilterSchema(Schema):
+    action = fields.String(load_default=None, validate=validate.Length(max=80))
+    actor = fields.String(load_default=None, validate=validate.Length(max=100))
+    subject_id = fields.String(load_default=None, validate=validate.Length(max=100))
+    since = fields.Date(load_default=None)
+    until = fields.Date(load_default=None)
+    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1))

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
-from consent import Sealer
+from consent import ReceiptSigner, Sealer
 from donation_portal.keyfiles import read_secret_file
 from donation_portal.keystore import DatabaseKeyStore
 from storage import KeyRing, LocalBackend, ObjectStore
@@ -52,6 +52,15 @@ def deid_key() -> bytes:
 def sealer() -> Sealer:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     return _cached(app, "sealer", lambda: Sealer(read_secret_file(app.config["SEAL_KEY_FILE"])))
+
+
+def receipt_signer() -> ReceiptSigner:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return _cached(
+        app,
+        "receipt_signer",
+        lambda: ReceiptSigner.load(app.config["RECEIPT_KEY_FILE"], app.config["PORTAL_NAME"]),
+    )
 
 
 def forget(app: Flask) -> None:

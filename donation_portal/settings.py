@@ -16,7 +16,7 @@ ENV_PREFIX = "PORTAL_"
 ENVIRONMENTS = ("development", "test", "production")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 _TEST_SECRET = "test-secret-key-not-for-production"  # noqa: S105 (refused in production)
-_FILE_KEYS = ("STORAGE_DIR", "KEY_FILE", "DEID_KEY_FILE", "SEAL_KEY_FILE")
+_FILE_KEYS = ("STORAGE_DIR", "KEY_FILE", "DEID_KEY_FILE", "SEAL_KEY_FILE", "RECEIPT_KEY_FILE")
 
 
 class ConfigError(RuntimeError):
@@ -105,6 +105,6 @@ def validate(settings: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"production needs the key file KEY_FILE ({settings['KEY_FILE']}) or PORTAL_KEK"
         )
-    for key in ("DEID_KEY_FILE", "SEAL_KEY_FILE"):
+    for key in ("DEID_KEY_FILE", "SEAL_KEY_FILE", "RECEIPT_KEY_FILE"):
         if not Path(settings[key]).is_file():
             raise ConfigError(f"production needs the key file {key} ({settings[key]})")

@@ -7,6 +7,7 @@ from flask_login import current_user, login_required, login_user, logout_user
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
+import consent as consents
 from donation_portal import accounts
 from donation_portal.db import get_session
 from donation_portal.schemas import LoginSchema, RegisterSchema, first_errors, load_form
@@ -56,6 +57,14 @@ def login() -> str | Response | tuple[str, int]:
     if user is None:
         return _form_error("auth/login.html", ["Wrong e-mail address or password."], 401)
     _start_session(accounts.LoginUser(user))
+    consents.audit.record(
+        get_session(),
+        "auth.login",
+        actor=f"user:{user.id}",
+        subject_type="user",
+        subject_id=str(user.id),
+        detail={"role": user.role},
+    )
     return redirect(home_url(), 303)
 
 

@@ -17,10 +17,11 @@ from flask import (
 from flask_login import current_user
 from marshmallow import ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from werkzeug.wrappers import Response
 
 import consent as consents
-from donation_portal import services
+from donation_portal import receipts, services, withdrawal
 from donation_portal.db import get_session
 from donation_portal.ingest import SubmissionConflict, ingest_upload
 from donation_portal.models import Donation
@@ -33,9 +34,9 @@ from donation_portal.schemas import (
 )
 from donation_portal.security import role_required
 from donation_portal.views.auth import home_url
-from donation_portal.withdrawal import withdraw_and_erase
 
 bp = Blueprint("donor", __name__)
+LANGUAGES = ("en", "de")
 
 
 def _subject_ref() -> str:
@@ -58,18 +59,28 @@ def home() -> str | Response:
         .where(Donation.donor_id == current_user.user.id)
         .order_by(Donation.created_at.desc())
     ).all()
-    return render_template("donor/home.html", consent=_active_consent(), donations=donations)
+    active = _active_consent()
+    renewal = consents.needs_review(session, _subject_ref(), _language()) if active else None
+    return render_template("donor/home.html", consent=active, donations=donations, renewal=renewal)
+
+
+def _language() -> str:
+    """The donor's language among those the consent text is published in."""
+    return request.accept_languages.best_match(LANGUAGES) or "en"
 
 
 @bp.route("/consent", methods=["GET", "POST"])
 @role_required("donor")
 def consent() -> str | Response | tuple[str, int]:
     session = get_session()
-    template = consents.current_template(session)
     active = _active_consent()
+    renewal = consents.needs_review(session, _subject_ref(), _language()) if active else None
+    template = renewal or consents.current_template(session, _language())
     if request.method == "GET":
-        return render_template("donor/consent.html", template=template, active=active)
-    if active is not None:
+        return render_template(
+            "donor/consent.html", template=template, active=active, renewal=renewal
+        )
+    if active is not None and renewal is None:
         flash("You have already signed the consent.")
         return redirect(url_for("donor.upload"), 303)
     try:
@@ -78,26 +89,44 @@ def consent() -> str | Response | tuple[str, int]:
             raise consents.InvalidSignature(
                 "The consent text changed while you were reading it. Please read it again."
             )
-        consents.give_consent(
-            session,
-            subject_ref=_subject_ref(),
-            template=template,
-            modules=data["modules"],
-            typed_name=data["full_name"],
-            sealer=services.sealer(),
-        )
+        choice = {
+            "template": template,
+            "modules": data["modules"],
+            "typed_name": data["full_name"],
+            "sealer": services.sealer(),
+        }
+        if renewal is not None and active is not None:
+            signed = consents.reconsent(session, previous=active, **choice)
+        else:
+            signed = consents.sign_consent(session, subject_ref=_subject_ref(), **choice)
     except ValidationError as error:
-        return _consent_error(template, first_errors(error))
+        return _consent_error(template, active, renewal, first_errors(error))
     except consents.ConsentError as error:
-        return _consent_error(template, [str(error)])
-    flash("Thank you. Your consent is recorded. You can now donate your images.")
-    return redirect(url_for("donor.upload"), 303)
+        return _consent_error(template, active, renewal, [str(error)])
+    receipt = receipts.issue(session, signed.consent, signed.event, signed.withdrawal_code)
+    return render_template(
+        "donor/signed.html",
+        consent=signed.consent,
+        withdrawal_code=signed.withdrawal_code,
+        receipt=receipt,
+        renewed=renewal is not None,
+    )
 
 
-def _consent_error(template: consents.ConsentTemplate, errors: list[str]) -> tuple[str, int]:
+def _consent_error(
+    template: consents.ConsentTemplate,
+    active: consents.Consent | None,
+    renewal: consents.ConsentTemplate | None,
+    errors: list[str],
+) -> tuple[str, int]:
     chosen = request.form.getlist("modules")
     page = render_template(
-        "donor/consent.html", template=template, active=None, errors=errors, chosen=chosen
+        "donor/consent.html",
+        template=template,
+        active=active,
+        renewal=renewal,
+        errors=errors,
+        chosen=chosen,
     )
     return page, 422
 
@@ -166,23 +195,36 @@ def donation(donation_id: str) -> str:
 @bp.route("/consent/withdraw", methods=["GET", "POST"])
 @role_required("donor")
 def withdraw() -> str | Response | tuple[str, int]:
-    active = _active_consent()
-    if request.method == "GET":
-        return render_template("donor/withdraw.html", active=active)
-    if active is None:
-        return render_template(
-            "donor/withdraw.html", active=None, errors=["There is no active consent to withdraw."]
-        ), 409
-    try:
-        load_form(WithdrawSchema(), request.form)
-    except ValidationError as error:
-        return render_template(
-            "donor/withdraw.html", active=active, errors=first_errors(error)
-        ), 422
     session = get_session()
-    erased = withdraw_and_erase(session, active, services.object_store(session))
-    flash(
-        f"Your consent is withdrawn. The key to your {erased} stored file(s) has been destroyed; "
-        "nobody can read them any more."
-    )
-    return redirect(url_for("donor.home"), 303)
+    active = _active_consent()
+    granted = consents.granted_modules(session, active.id) if active else []
+    template = session.get(consents.ConsentTemplate, active.template_id) if active else None
+    page = {"active": active, "granted": granted, "template": template}
+    if request.method == "GET":
+        return render_template("donor/withdraw.html", **page)
+    if active is None:
+        errors = ["There is no active consent to withdraw."]
+        return render_template("donor/withdraw.html", errors=errors, **page), 409
+    try:
+        data = load_form(WithdrawSchema(), request.form, lists=("modules",))
+        result = withdrawal.withdraw(
+            session,
+            active.id,
+            services.object_store(session),
+            mode=data["mode"],
+            modules=data["modules"] if data["scope"] == "modules" else (),
+            actor=_subject_ref(),
+        )
+    except ValidationError as error:
+        return render_template("donor/withdraw.html", errors=first_errors(error), **page), 422
+    except consents.ConsentError as error:
+        return render_template("donor/withdraw.html", errors=[str(error)], **page), 409
+    return withdrawal_confirmation(session, result)
+
+
+def withdrawal_confirmation(session: Session, result: withdrawal.WithdrawalResult) -> str:
+    """The confirmation page with the new signed receipt (also used without login)."""
+    record = consents.get_consent(session, result.consent_id)
+    event = consents.events(session, result.consent_id)[-1]
+    receipt = receipts.issue(session, record, event)
+    return render_template("donor/withdrawn.html", result=result, receipt=receipt)

@@ -42,7 +42,9 @@ def test_donor_journey_end_to_end(app: Flask, browser: Browser, db_session: Sess
 
     assert browser.register("ada@example.org").status_code == 303
     pages.append(browser.get("/consent"))
-    assert browser.sign_consent(name="Ada Lovelace").status_code == 303
+    signed = browser.sign_consent(name="Ada Lovelace")
+    assert signed.status_code == 200
+    assert "withdrawal code" in signed.get_data(as_text=True).lower()
     upload = browser.upload([f.content for f in files])
     assert upload.status_code == 303
     donation_page = upload.headers["Location"]
@@ -93,9 +95,11 @@ def test_donor_journey_end_to_end(app: Flask, browser: Browser, db_session: Sess
     assert "Ada Lovelace" not in "".join(pages[1:])  # signed name is not shown back
 
     copies = {path: path.read_bytes() for path in on_disk}  # what a backup would hold
-    withdrawn = browser.submit("/consent/withdraw", {"confirm": "yes"})
-    assert withdrawn.status_code == 303
-    assert "destroyed" in browser.get("/")
+    withdrawn = browser.submit(
+        "/consent/withdraw", {"confirm": "yes", "scope": "all", "mode": "erase"}
+    )
+    assert withdrawn.status_code == 200
+    assert "destroyed" in withdrawn.get_data(as_text=True)
     assert db_session.get(ScopeKey, consent.id) is None
     assert stored_files(app) == []
     assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 0

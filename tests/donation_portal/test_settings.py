@@ -55,7 +55,7 @@ def test_development_without_a_secret_key_says_how_to_create_one(tmp_path: Path)
 def _production(tmp_path: Path, **overrides: str) -> dict[str, str]:
     keys = tmp_path / "keys"
     keys.mkdir(exist_ok=True)
-    for name in ("kek.json", "deid.key", "seal.key"):
+    for name in ("kek.json", "deid.key", "seal.key", "receipt.pem"):
         (keys / name).write_text("x")
     environ = {
         "PORTAL_ENV": "production",
@@ -80,6 +80,7 @@ def test_production_starts_with_a_real_secret_database_and_key_files(tmp_path: P
         ({"PORTAL_SECRET_KEY": ""}, "SECRET_KEY"),
         ({"PORTAL_DATABASE_URL": ""}, "DATABASE_URL"),
         ({"PORTAL_KEY_FILE": "/nonexistent/kek.json"}, "key file KEY_FILE"),
+        ({"PORTAL_RECEIPT_KEY_FILE": "/nonexistent/receipt.pem"}, "RECEIPT_KEY_FILE"),
     ],
 )
 def test_production_refuses_to_start_insecurely(
