@@ -59,7 +59,7 @@ def receipt_signer() -> ReceiptSigner:
     return _cached(
         app,
         "receipt_signer",
-        lambda: ReceiptSigner.load(app.config["RECEIPT_KEY_FILE"], app.config["PORTAL_NAME"]),
+        lambda: ReceiptSigner.load(app.config["RECEIPT_KEY_FILE"], app.config["RECEIPT_ISSUER"]),
     )
 
 
