@@ -180,3 +180,12 @@ def verify_receipt(path: str) -> None:
         f"valid receipt: consent {content['consent_id']}, {content['event']['kind']} "
         f"at {content['event']['at']}, template sha256:{content['template']['sha256']}"
     )
+
+
+@consent_cli.command("expire")
+def expire() -> None:
+    """Record 'expired' for every consent past its end (run daily, e.g. from cron)."""
+    session = get_session()
+    recorded = consents.expire_due(session)
+    session.commit()
+    click.echo(f"{len(recorded)} consent(s) recorded as expired.")

@@ -158,3 +158,21 @@ def test_publishing_a_template_from_a_file(
     assert unknown.exit_code != 0
     assert "DUO:9999999" in unknown.output
     assert consents.audit.query(db_session, action="template.published")
+
+
+def test_expired_consents_are_recorded_by_the_daily_command(
+    app: Flask, db_session: Session, donor: Browser
+) -> None:
+    consent = db_session.scalars(select(consents.Consent)).one()
+    runner = app.test_cli_runner()
+    assert "0 consent(s)" in runner.invoke(args=["consent", "expire"]).output
+    db_session.execute(
+        update(consents.Consent)
+        .where(consents.Consent.id == consent.id)
+        .values(expires_at=consents.Consent.signed_at)
+    )
+    db_session.commit()
+    result = runner.invoke(args=["consent", "expire"])
+    assert result.exit_code == 0 and "1 consent(s)" in result.output
+    assert consents.state(db_session, consent.id) == consents.EXPIRED
+    assert donor.client.get("/donations/new").status_code == 302  # no new uploads
