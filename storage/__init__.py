@@ -8,6 +8,8 @@
   :class:`KeyEncryptionProvider`) in a :class:`KeyStore`.  Destroying the
   wrapped key crypto-shreds every copy of the scope's objects.
 * A :class:`Backend` sees ciphertext and random object IDs only.
+* Upload quarantine scopes carry their creation time; :func:`sweep_quarantine`
+  destroys those (and unrecorded objects) that processing left behind.
 * The plaintext size and SHA-256 (and those of the ciphertext) recorded in
   :class:`ObjectInfo` close the format's gap: it does not authenticate the
   order or number of segments.
@@ -28,6 +30,14 @@ from .keyfiles import (
 )
 from .keyring import KeyEncryptionProvider, KeyRing
 from .keystore import KeyStore, MemoryKeyStore, WrappedKey
+from .quarantine import (
+    SweepReport,
+    is_quarantine_scope,
+    new_quarantine_scope,
+    quarantine_created_at,
+    stale_quarantine_scopes,
+    sweep_quarantine,
+)
 from .reader import DecryptingReader
 from .rotation import key_status, retire_kek_version, rotate_keys
 from .spool import EncryptedSpool
@@ -51,16 +61,22 @@ __all__ = [
     "ObjectStore",
     "ObjectWriter",
     "StorageError",
+    "SweepReport",
     "VerifyReport",
     "WrappedKey",
     "export_private_key_file",
+    "is_quarantine_scope",
     "key_status",
     "load_private_key_file",
     "load_public_key_file",
     "new_object_id",
+    "new_quarantine_scope",
     "parse_public_key",
     "public_key_file_text",
+    "quarantine_created_at",
     "retire_kek_version",
     "rotate_keys",
+    "stale_quarantine_scopes",
+    "sweep_quarantine",
     "write_public_key_file",
 ]

@@ -3,7 +3,9 @@
 A backend only ever sees ciphertext and random object IDs.  Besides the five
 calls of the issue (put, open, delete, list, stat) it offers ``create``, a
 push-style writer, because the upload path receives bytes as they arrive (an
-S3 backend would implement it as a multipart upload).
+S3 backend would implement it as a multipart upload), and ``modified``, the
+time of the last write, so that :func:`storage.sweep_quarantine` can tell an
+abandoned object from one being recorded right now.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class Backend(Protocol):
     def list(self) -> Iterator[str]: ...
 
     def stat(self, object_id: str) -> int: ...
+
+    def modified(self, object_id: str) -> float:
+        """When the object was last written (Unix time); lets sweeps leave fresh objects alone."""
+        ...
 
 
 class _LocalWriter:
@@ -149,6 +155,12 @@ class LocalBackend:
     def stat(self, object_id: str) -> int:
         try:
             return self.path_of(object_id).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound("not in the storage backend", object_id) from None
+
+    def modified(self, object_id: str) -> float:
+        try:
+            return self.path_of(object_id).stat().st_mtime
         except FileNotFoundError:
             raise ObjectNotFound("not in the storage backend", object_id) from None
 

@@ -293,10 +293,34 @@ class ObjectStore:
 
     # -- reading ------------------------------------------------------------------------
 
-    def open(self, info: ObjectInfo) -> DecryptingReader:
-        """Decrypting, readable and seekable stream; see :class:`DecryptingReader`."""
+    def open(self, info: ObjectInfo, *, authenticate_first: bool = True) -> DecryptingReader:
+        """Decrypting, readable and seekable stream; see :class:`DecryptingReader`.
+
+        By default the whole stored file is first checked against the recorded
+        SHA-256 (one extra sequential read, constant memory), so a tampered,
+        truncated, extended, reordered or duplicated object raises
+        IntegrityError naming it before a single plaintext byte exists.
+
+        ``authenticate_first=False`` skips that pass.  The reader still
+        authenticates each segment as it decrypts it and raises the moment
+        something is wrong, and the read reaching the end withholds its bytes
+        if the size or plaintext SHA-256 differ; but what it returned before
+        has been handed out.  Crypt4GH does not bind a segment to its position,
+        so a segment moved or duplicated by someone with write access to the
+        backend is returned (authentic, misplaced) and only detected at the
+        end.  Use it only where the consumer discards everything on an error.
+        """
         raw, header, private = self._open_stored(info)
         try:
+            if authenticate_first:
+                position = raw.tell()
+                raw.seek(0)
+                digest = _sha256_of(raw)
+                if not hmac.compare_digest(digest, info.stored_sha256):
+                    raise IntegrityError(
+                        "stored SHA-256 differs from the recorded one", info.object_id
+                    )
+                raw.seek(position)
             keys = self._header_keys(info, raw, header, private)
             return DecryptingReader(
                 raw, fmt.SegmentOpener(keys), header.length, info.size, info.sha256, info.object_id
@@ -306,7 +330,8 @@ class ObjectStore:
             raise
 
     def read_bytes(self, info: ObjectInfo) -> bytes:
-        with self.open(info) as reader:
+        """The whole plaintext, or a typed error and nothing (checked before decrypting)."""
+        with self.open(info, authenticate_first=True) as reader:
             return reader.read()
 
     def delete(self, object_id: str) -> None:
@@ -406,11 +431,7 @@ class ObjectStore:
             raise
 
     def _authenticate(self, info: ObjectInfo) -> None:
-        with self.backend.open(info.object_id) as raw:
-            digest = _sha256_of(raw)
-        if not hmac.compare_digest(digest, info.stored_sha256):
-            raise IntegrityError("stored SHA-256 differs from the recorded one", info.object_id)
-        with self.open(info) as reader:
+        with self.open(info, authenticate_first=True) as reader:
             while reader.read(_COPY_CHUNK):
                 pass
 
