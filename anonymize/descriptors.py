@@ -20,9 +20,20 @@ from importlib import resources
 _WORD_SPLIT = re.compile(r"([A-Za-z0-9\u00C0-\u024F]+(?:\.[0-9]+)?)")
 _RUNS = re.compile(r"[^\W\d_]+|\d+(?:\.\d+)?")
 _YEAR = re.compile(r"^(19|20)\d\d$")
-_PATTERNS = [
+# Matched before this patient's identifiers, which could otherwise break them apart.
+_EARLY = [
     re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+"),  # e-mail
     re.compile(r"(https?://|www\.)\S+", re.IGNORECASE),  # URL
+]
+_PATTERNS = [
+    # honorifics and the (up to three) words after them, matched before numbers are blanked
+    # (so a blanked phone number does not make the next imaging word look like a name);
+    # MR, MS, DR and SR are also imaging terms, so in capitals they count only with a full stop
+    re.compile(
+        r"(\b(?i:mrs|miss|mx|prof|sir|dame|herr|frau|mme|mlle|sra|dott|dre)\b\.?"
+        r"|\b(Dr|Mr|Ms|Sr|dr|mr|ms)\b\.?|\b(?i:dr|mr|ms|sr)\.)"
+        r"(\s+[^\W\d_][\w'-]*){0,3}"
+    ),
     # dates: 2021-03-04, 04/03/2021, 4.3.21, 2021/03/04, 20210304
     re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b"),
     re.compile(
@@ -38,13 +49,6 @@ _PATTERNS = [
     # phone numbers: 7+ digits with separators
     re.compile(r"\+?\(?\d[\d\s().-]{6,}\d"),
     re.compile(r"\d{5,}"),  # long digit runs: IDs, MRNs, accession numbers, compact dates
-    # honorifics and the (up to three) words after them; MR, MS, DR and SR are also imaging
-    # terms, so in capitals they count only with a full stop
-    re.compile(
-        r"(\b(?i:mrs|miss|mx|prof|sir|dame|herr|frau|mme|mlle|sra|dott|dre)\b\.?"
-        r"|\b(Dr|Mr|Ms|Sr|dr|mr|ms)\b\.?|\b(?i:dr|mr|ms|sr)\.)"
-        r"(\s+[^\W\d_][\w'-]*){0,3}"
-    ),
 ]
 
 
@@ -73,6 +77,9 @@ def identifier_pattern(identifiers: tuple[str, ...]) -> re.Pattern[str] | None:
 
 
 def _remove_patterns(text: str, identifiers: tuple[str, ...], generic: bool = True) -> str:
+    if generic:
+        for regex in _EARLY:
+            text = regex.sub(" ", text)
     pattern = identifier_pattern(identifiers)
     if pattern is not None:
         text = pattern.sub(" ", text)

@@ -10,6 +10,8 @@ Rules, in order, for every element at every depth:
    group goes (the overlay's rows/columns without data would be inconsistent).
 4. Attributes of Table E.1-1 get their Basic Profile action, overridden by a selected option's
    entry (C wins over K when several apply). Compound actions: see ``tables.resolve_compound``.
+   A kept (K) text value still loses this patient's own identifiers (names, IDs, birth date)
+   where it holds them: a stricter reading of K that only ever removes this patient's values.
 5. Anything else is treated by its VR, conservatively:
    PN -> emptied; ST/LT/UT/UC free text -> cleaned against the imaging allow-list;
    LO/SH -> this patient's identifiers and generic identifying patterns removed;
@@ -34,6 +36,7 @@ from anonymize.outcome import Rejection
 MAX_DEPTH = 64
 TEXT_FREE = frozenset({"ST", "LT", "UT", "UC"})
 TEXT_SHORT = frozenset({"LO", "SH"})
+KEPT_TEXT = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "PN"})
 STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
                         "TM", "UC", "UI", "UR", "UT"})
 SINGLE_VALUED = frozenset({"ST", "LT", "UT", "UR"})
@@ -49,6 +52,9 @@ DUMMY: dict[str, object] = {
     "SL": 0, "SS": 0, "UL": 0, "US": 0, "SV": 0, "UV": 0, "LO": DUMMY_TEXT, "SH": DUMMY_TEXT,
     "ST": DUMMY_TEXT, "LT": DUMMY_TEXT, "UT": DUMMY_TEXT, "UC": DUMMY_TEXT, "PN": DUMMY_TEXT,
 }
+BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+MAX_DUMMY_BYTES = 4096
+DUMMY_URI = "urn:anonymized"
 SIMPLE_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6"})
 
 
@@ -105,6 +111,14 @@ def _materialize(ds: Dataset, tag: int, elem: DataElement | RawDataElement,
         raise Rejection("length_exceeds_file")
 
 
+def _declare_vr(ds: Dataset, tag: int, vr: str) -> None:
+    """Give a kept raw element read without a VR (implicit VR data in an explicit file) its
+    dictionary VR, so it can be written as explicit VR."""
+    kept = ds.get_item(tag, keep_deferred=True)
+    if isinstance(kept, RawDataElement) and kept.VR is None:
+        ds[tag] = kept._replace(VR=vr)  # type: ignore[index]
+
+
 def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
     ds[tag] = DataElement(tag, vr, value)
 
@@ -121,8 +135,19 @@ def _dummy(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
         _remap(ds, tag, ctx)
     elif vr in DUMMY:
         _set(ds, tag, vr, DUMMY[vr])
+    elif vr in BINARY_VRS:
+        _set(ds, tag, vr, _zeros_like(ds[tag].value))
+    elif vr == "UR":
+        _set(ds, tag, vr, DUMMY_URI)
     else:
         _empty(ds, tag, vr)
+
+
+def _zeros_like(value: object) -> bytes:
+    """A dummy binary value: zeros of the original length (even, 2 to MAX_DUMMY_BYTES)."""
+    size = len(value) if isinstance(value, bytes | bytearray) else 0
+    size = min(MAX_DUMMY_BYTES, max(2, size + (size & 1)))
+    return b"\x00" * size
 
 
 def _text(ds: Dataset, tag: int, elem: DataElement | RawDataElement,
@@ -242,6 +267,8 @@ class Walker:
                 self._by_vr(ds, tag, elem, vr, depth, path)
             else:
                 self._apply(ds, tag, elem, vr, action, depth, path)
+            if elem.VR is None:
+                _declare_vr(ds, tag, vr)
         for creator in creators:
             if creator not in kept_private_blocks:
                 del ds[creator]
@@ -273,10 +300,21 @@ class Walker:
                 self._recurse(ds, tag, depth, path)
             elif vr == "UI" and action == "R":
                 _remap(ds, tag, self.ctx)
+            elif vr in KEPT_TEXT:
+                self._scrub_own(ds, tag, elem, vr)
         elif action == "C":
             self._clean(ds, tag, elem, vr, depth, path)
         else:
             del ds[tag]
+
+    def _scrub_own(self, ds: Dataset, tag: int, elem: DataElement | RawDataElement,
+                   vr: str) -> None:
+        """A kept (K) text value still loses this patient's own identifiers, if it holds any."""
+        if not self.ctx.identifiers:
+            return
+        text = _text(ds, tag, elem, self.simple)
+        _replace_text(ds, tag, vr, text,
+                      descriptors.scrub_identifiers(text, self.ctx.identifiers, False))
 
     def _clean(self, ds: Dataset, tag: int, elem: DataElement | RawDataElement, vr: str,
                depth: int, path: str) -> None:

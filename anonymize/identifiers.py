@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 NAME_TAGS = (
     0x00100010,  # Patient's Name
@@ -49,7 +50,8 @@ def _strings(ds: Dataset, tag: int) -> list[str]:
     if elem is None or elem.VR == "SQ" or elem.value is None:
         return []
     value = elem.value
-    values = [value] if isinstance(value, str | bytes) or not hasattr(value, "__iter__") else value
+    # Only a multi-valued element is a list: a PersonName is iterable too, but one value.
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
     out = []
     for v in values:
         text = v.decode("latin-1") if isinstance(v, bytes) else str(v)

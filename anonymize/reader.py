@@ -209,7 +209,8 @@ def _element_header(stream: BinaryIO, implicit: bool, little: bool) -> tuple[int
         raise Rejection("truncated")
     group, element = struct.unpack(endian + "HH", head[:4])
     tag = (group << 16) | element
-    if implicit or group == 0xFFFE:
+    if implicit or group == 0xFFFE or not head[4:6].isalpha():
+        # pydicom reads an implicit element inside an explicit file; so must the extent walk
         return tag, struct.unpack(endian + "L", head[4:8])[0], 8
     if head[4:6] in _LONG_VRS:
         extra = stream.read(4)
