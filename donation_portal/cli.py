@@ -140,6 +140,50 @@ def verify() -> None:
     click.echo("all objects authentic and accounted for")
 
 
+@objects.command("sweep")
+@click.option(
+    "--older-than",
+    type=click.IntRange(min=0),
+    help="Age in seconds (default: the QUARANTINE_MAX_AGE setting).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be destroyed.")
+def sweep(older_than: int | None, dry_run: bool) -> None:
+    """Destroy raw-upload quarantine keys and unrecorded objects that processing left behind.
+
+    Run it from a periodic job; the age must exceed the longest upload's processing time.
+    """
+    session = get_session()
+    age = current_app.config["QUARANTINE_MAX_AGE"] if older_than is None else older_than
+    recorded = session.scalars(select(StoredObject.object_id)).all()
+    report = storage.sweep_quarantine(
+        services.object_store(session), recorded, age, dry_run=dry_run
+    )
+    verb = "would destroy" if dry_run else "destroyed"
+    for scope_id in report.shredded_scopes:
+        click.echo(f"{verb} quarantine key {scope_id}")
+    for object_id in report.deleted_objects:
+        click.echo(f"{verb} unrecorded object {object_id}")
+    if not dry_run and (report.shredded_scopes or report.deleted_objects):
+        consents.audit.record(
+            session,
+            "storage.swept",
+            actor=SYSTEM_ACTOR,
+            subject_type="storage",
+            subject_id="quarantine",
+            detail={
+                "shredded_scopes": len(report.shredded_scopes),
+                "deleted_objects": len(report.deleted_objects),
+                "older_than_seconds": age,
+            },
+        )
+    session.commit()
+    click.echo(
+        f"{verb} {len(report.shredded_scopes)} quarantine key(s), "
+        f"{len(report.deleted_objects)} unrecorded object(s), "
+        f"{report.removed_partials} partial write(s) older than {age} s"
+    )
+
+
 @consent_cli.command("publish")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def publish(path: str) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from donation_portal.models import ScopeKey
-from storage import WrappedKey
+from storage import KeyUnavailable, WrappedKey
 
 
 class DatabaseKeyStore:
@@ -33,7 +33,7 @@ class DatabaseKeyStore:
     def replace(self, key: WrappedKey) -> None:
         row = self._session.get(ScopeKey, key.scope_id)
         if row is None:
-            raise KeyError(key.scope_id)
+            raise KeyUnavailable(f"scope {key.scope_id} has no key to replace")
         row.wrapped_private_key = key.wrapped_private_key
         row.kek_version = key.kek_version
         row.public_key = key.public_key

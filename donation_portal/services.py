@@ -5,6 +5,7 @@ Loaded once per app and cached in ``app.extensions``; nothing is created at impo
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from flask import Flask, current_app
@@ -24,14 +25,30 @@ def _cached(app: Flask, name: str, build: Any) -> Any:
 
 
 def keyring() -> KeyRing:
+    """The KEK ring, reloaded when its key file changes.
+
+    `keys rotate` and `keys retire` run in another process than the web workers; without
+    the reload a worker would keep unwrapping with the versions it loaded at start-up and
+    fail on every key re-wrapped under the new version.
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config.get("KEK"):
+        return _cached(app, "keyring", lambda: KeyRing.from_env(app.config["KEK"]))
+    path = app.config["KEY_FILE"]
+    stamp = _file_stamp(path)
+    cache = app.extensions.setdefault("portal_services", {})
+    loaded = cache.get("keyring")
+    if loaded is None or loaded[0] != stamp:
+        cache["keyring"] = loaded = (stamp, KeyRing.load(path))
+    return loaded[1]
 
-    def build() -> KeyRing:
-        if app.config.get("KEK"):
-            return KeyRing.from_env(app.config["KEK"])
-        return KeyRing.load(app.config["KEY_FILE"])
 
-    return _cached(app, "keyring", build)
+def _file_stamp(path: str) -> tuple[int, int, int]:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (status.st_mtime_ns, status.st_size, status.st_ino)
 
 
 def backend() -> LocalBackend:

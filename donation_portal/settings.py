@@ -84,7 +84,7 @@ def _resolve_paths(settings: dict[str, Any], instance: Path) -> None:
 
 def validate(settings: Mapping[str, Any]) -> None:
     """Refuse settings that would run insecurely or not at all."""
-    for key in ("MAX_FILE_BYTES", "MAX_REQUEST_BYTES"):
+    for key in ("MAX_FILE_BYTES", "MAX_REQUEST_BYTES", "QUARANTINE_MAX_AGE"):
         if int(settings[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
     secret = settings.get("SECRET_KEY") or ""

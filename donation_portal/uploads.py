@@ -3,18 +3,19 @@
 Werkzeug normally spools large uploads to plaintext temporary files. Here each uploaded file
 is written into a quarantine object encrypted to a per-request key scope instead, and read
 back through a decrypting stream. The quarantine objects and their key are destroyed when
-the request ends, whatever its outcome.
+the request ends, whatever its outcome; if the process dies first, `flask storage sweep`
+destroys what it left behind once it is older than QUARANTINE_MAX_AGE.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import IO, Any
 
 from flask import Request, Response, g
 
 from donation_portal.db import get_session
 from donation_portal.services import object_store
+from storage import new_quarantine_scope
 
 
 class EncryptingRequest(Request):
@@ -27,7 +28,7 @@ class EncryptingRequest(Request):
     ) -> IO[bytes]:
         store = object_store(get_session())
         if "quarantine_scope" not in g:
-            g.quarantine_scope = "quarantine-" + secrets.token_hex(16)
+            g.quarantine_scope = new_quarantine_scope()
             g.quarantine_spools = []
             store.ensure_scope(g.quarantine_scope)
         spool = store.spool(g.quarantine_scope)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import storage
+from consent.models import AuditEntry
+from donation_portal import services
 from donation_portal.keystore import DatabaseKeyStore
 from donation_portal.models import ScopeKey, StoredObject, stored_info
 
@@ -113,3 +117,97 @@ def test_key_commands_refuse_a_key_ring_from_the_environment(app: Flask, app_con
     result = env_app.test_cli_runner().invoke(args=["keys", "rotate"])
     assert result.exit_code != 0
     assert "PORTAL_KEK" in result.output
+
+
+DAY = 86_400
+
+
+def _age(app: Flask, object_id: str, seconds: float) -> None:
+    path = _object_path(app, object_id)
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+
+
+@pytest.fixture
+def abandoned(app: Flask, db_session: Session) -> tuple[str, str]:
+    """A raw upload whose request died two days ago: its key was committed, nothing recorded."""
+    store = _store(app, db_session)
+    scope = storage.new_quarantine_scope(now=time.time() - 2 * DAY)
+    store.ensure_scope(scope)
+    info = store.put(scope, io.BytesIO(b"DICM raw upload bytes"))
+    db_session.commit()
+    _age(app, info.object_id, 2 * DAY)
+    return scope, info.object_id
+
+
+def test_sweep_destroys_abandoned_quarantine_and_keeps_recorded_objects(
+    app: Flask, db_session: Session, stored: list, abandoned: tuple[str, str]
+) -> None:
+    scope, object_id = abandoned
+    fresh_scope = storage.new_quarantine_scope()
+    _store(app, db_session).ensure_scope(fresh_scope)
+    db_session.commit()
+
+    result = app.test_cli_runner().invoke(args=["storage", "sweep"])
+
+    assert result.exit_code == 0, result.output
+    assert f"destroyed quarantine key {scope}" in result.output
+    assert f"destroyed unrecorded object {object_id}" in result.output
+    db_session.expire_all()
+    assert db_session.get(ScopeKey, scope) is None
+    assert db_session.get(ScopeKey, fresh_scope) is not None
+    assert not list(Path(app.config["STORAGE_DIR"]).rglob(f"{object_id}*"))
+    for row, content in stored:
+        assert _store(app, db_session).read_bytes(stored_info(row)) == content
+    audit = db_session.scalars(select(AuditEntry).where(AuditEntry.action == "storage.swept"))
+    assert [entry.detail["shredded_scopes"] for entry in audit] == [1]
+    assert app.test_cli_runner().invoke(args=["storage", "verify"]).exit_code == 0
+
+
+def test_sweep_dry_run_changes_nothing(
+    app: Flask, db_session: Session, abandoned: tuple[str, str]
+) -> None:
+    scope, object_id = abandoned
+    result = app.test_cli_runner().invoke(args=["storage", "sweep", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert f"would destroy quarantine key {scope}" in result.output
+    assert f"would destroy unrecorded object {object_id}" in result.output
+    db_session.expire_all()
+    assert db_session.get(ScopeKey, scope) is not None
+    assert _object_path(app, object_id).is_file()
+
+
+def test_sweep_leaves_what_is_younger_than_the_limit(
+    app: Flask, db_session: Session, abandoned: tuple[str, str]
+) -> None:
+    scope, object_id = abandoned
+    result = app.test_cli_runner().invoke(
+        args=["storage", "sweep", "--older-than", str(3 * DAY)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "destroyed 0 quarantine key(s), 0 unrecorded object(s)" in result.output
+    db_session.expire_all()
+    assert db_session.get(ScopeKey, scope) is not None
+    assert _object_path(app, object_id).is_file()
+
+
+def test_a_running_app_follows_a_rotation_made_by_another_process(
+    app: Flask, db_session: Session, stored: list
+) -> None:
+    """`keys rotate` runs in its own process: the web app's cached ring must not go stale."""
+    with app.app_context():
+        assert services.keyring().versions() == [1]
+    ring = storage.KeyRing.load(app.config["KEY_FILE"])
+    storage.rotate_keys(ring, DatabaseKeyStore(db_session), save_to=app.config["KEY_FILE"])
+    db_session.commit()
+    with app.app_context():
+        assert services.keyring().versions() == [1, 2]
+        store = services.object_store(db_session)
+        for row, content in stored:
+            assert store.read_bytes(stored_info(row)) == content
+
+
+def test_replacing_a_missing_key_is_a_storage_error(db_session: Session) -> None:
+    key = storage.WrappedKey("no-such-scope", b"p" * 32, b"w" * 60, 1)
+    with pytest.raises(storage.KeyUnavailable):
+        DatabaseKeyStore(db_session).replace(key)
