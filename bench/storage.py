@@ -215,31 +215,26 @@ def phase_encrypt_cpu(work: Path, size: int) -> dict:
         return {"encrypt_cpu_s": time.perf_counter() - t0}
 
 
-def phase_decrypt(work: Path, size: int) -> dict:
+def _timed_full_read(work: Path, authenticate_first: bool) -> float:
     store, _ = _store(work)
     info = _info(work, "big")
     t0 = time.perf_counter()
-    with store.open(info) as reader:
+    with store.open(info, authenticate_first=authenticate_first) as reader:
         total = 0
         while chunk := reader.read(CHUNK):
             total += len(chunk)
     elapsed = time.perf_counter() - t0
     assert total == info.size
-    return {"decrypt_s": elapsed}
+    return elapsed
+
+
+def phase_decrypt(work: Path, size: int) -> dict:
+    return {"decrypt_s": _timed_full_read(work, authenticate_first=True)}
 
 
 def phase_decrypt_streaming(work: Path, size: int) -> dict:
     """``open(authenticate_first=False)``: no ciphertext pass before the first byte."""
-    store, _ = _store(work)
-    info = _info(work, "big")
-    t0 = time.perf_counter()
-    with store.open(info, authenticate_first=False) as reader:
-        total = 0
-        while chunk := reader.read(CHUNK):
-            total += len(chunk)
-    elapsed = time.perf_counter() - t0
-    assert total == info.size
-    return {"decrypt_streaming_s": elapsed}
+    return {"decrypt_streaming_s": _timed_full_read(work, authenticate_first=False)}
 
 
 def phase_reencrypt(work: Path, size: int) -> dict:
