@@ -327,23 +327,36 @@ def withdraw_modules(
 ) -> list[ConsentEvent]:
     """Withdraw optional modules; all are checked first, so an error records nothing.
 
-    A required module can only go with the whole consent (InvalidModule says so).
+    A required module can only go with the whole consent (InvalidModule says so). The
+    earlier consents this one superseded, which still cover the data given under them,
+    lose the module too: the donor withdraws a purpose, not one version of its wording.
     """
     consent = get_consent(session, consent_id)
     chosen = sorted(set(module_ids))
     if not chosen:
         raise InvalidModule("Please choose the part(s) to withdraw.")
     modules = [_withdrawable_module(session, consent, module_id) for module_id in chosen]
-    return [
+    subject = actor or consent.subject_ref
+    events = [
         _add_event(
             session,
             consent.id,
             MODULE_WITHDRAWN,
             {"module": module["id"], "duo": list(module.get("duo", []))},
-            actor or consent.subject_ref,
+            subject,
         )
         for module in modules
     ]
+    for earlier in _chain(session, consent)[1:]:
+        granted = set(granted_modules(session, earlier.id))
+        template = session.get(ConsentTemplate, earlier.template_id)
+        assert template is not None  # noqa: S101 - guaranteed by the foreign key
+        for module in template.modules:
+            if module["id"] in chosen and module["id"] in granted:
+                detail = {"module": module["id"], "duo": list(module.get("duo", [])),
+                          "via": consent.id}
+                events.append(_add_event(session, earlier.id, MODULE_WITHDRAWN, detail, subject))
+    return events
 
 
 def withdraw_module(

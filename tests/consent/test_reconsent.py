@@ -82,6 +82,24 @@ def test_withdrawing_the_new_consent_withdraws_the_superseded_one(
     assert consents.events(db_session, old.id)[-1].detail["via"] == renewed.consent.id
 
 
+def test_withdrawing_a_module_of_the_new_consent_withdraws_it_from_the_superseded_one(
+    db_session, template, sign, sealer
+) -> None:
+    old = sign(template).consent
+    renewed = consents.reconsent(
+        db_session,
+        previous=old,
+        template=publish_v2(db_session),
+        modules={"research", "general_research"},
+        typed_name="Grace Hopper",
+        sealer=sealer,
+    )
+    consents.withdraw_module(db_session, renewed.consent.id, "general_research")
+    assert consents.granted_modules(db_session, renewed.consent.id) == ["research"]
+    assert consents.granted_modules(db_session, old.id) == ["research"]
+    assert consents.events(db_session, old.id)[-1].detail["via"] == renewed.consent.id
+
+
 def test_reconsent_to_the_same_version_is_refused(db_session, template, sign, sealer) -> None:
     old = sign(template).consent
     with pytest.raises(consents.InvalidSignature, match="already uses"):
