@@ -107,6 +107,8 @@ def decide_file(
     donated = session.get(DonatedFile, file_id, with_for_update=True)
     if donated is None or donated.status != NEEDS_REVIEW:
         raise ReviewError("This file is not waiting for review.")
+    if release and not consents.in_force(session, donated.consent_id):
+        raise ReviewError("The donor's consent is no longer in force; this file cannot be cleared.")
     donated.reviewed_by = steward.id
     donated.reviewed_at = utcnow()
     if release:

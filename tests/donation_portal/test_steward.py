@@ -78,6 +78,19 @@ def test_quarantined_files_stay_out_until_cleared_or_are_deleted_when_refused(
     assert again.status_code == 409
 
 
+def test_a_held_file_of_a_withdrawn_consent_cannot_be_cleared(
+    donor: Browser, steward: Browser, db_session: Session
+) -> None:
+    donor.upload([SCREEN_CAPTURE])
+    donor.submit("/consent/withdraw", {"confirm": "yes", "scope": "all", "mode": "stop_use"})
+    held = db_session.scalars(select(DonatedFile)).one()
+    cleared = _decide(steward, f"/steward/files/{held.id}/decision", "approve")
+    assert cleared.status_code == 409
+    assert "no longer in force" in cleared.get_data(as_text=True)
+    db_session.refresh(held)
+    assert held.status == "needs_review"
+
+
 def test_withdrawals_are_listed_with_their_files_and_acknowledged_once(
     donor: Browser, steward: Browser, db_session: Session
 ) -> None:
