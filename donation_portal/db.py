@@ -17,7 +17,9 @@ _AFTER_COMMIT = "portal_after_commit"
 
 
 def make_engine(url: str) -> Engine:
-    options: dict[str, Any] = {"future": True}
+    # hide_parameters: an error's message (which we log) must not carry bound values,
+    # e-mail addresses or sealed names among them
+    options: dict[str, Any] = {"future": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         options["connect_args"] = {"check_same_thread": False}
     else:
