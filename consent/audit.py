@@ -135,8 +135,25 @@ class VerifyResult:
         return f"audit trail broken at entry {self.first_broken_id}: {self.reason}"
 
 
-def verify(session: Session) -> VerifyResult:
-    """Recompute every link from the stored rows (read fresh, not from the session's cache)."""
+def verify(session: Session, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Recompute every link from the stored rows (read fresh, not from the session's cache).
+
+    A chain shows edits and gaps but not the loss of its newest entries. ``anchor`` is a
+    ``head()`` published earlier (ID, hash): the chain must still hold that entry, unchanged.
+    """
+    result = _walk(session, anchor)
+    if not result.ok or anchor is None or anchor[0] <= result.checked:
+        return result
+    return VerifyResult(
+        False,
+        result.checked,
+        result.head_hash,
+        first_broken_id=result.checked + 1,
+        reason=f"entries {result.checked + 1}..{anchor[0]} are missing (the trail was cut short)",
+    )
+
+
+def _walk(session: Session, anchor: tuple[int, str] | None) -> VerifyResult:
     expected_id, expected_prev, checked = 1, GENESIS_HASH, 0
     rows = session.execute(
         select(*_COLUMNS).order_by(AuditEntry.id).execution_options(yield_per=1000)
@@ -149,6 +166,8 @@ def verify(session: Session) -> VerifyResult:
             reason = "prev_hash does not match the previous entry's hash"
         elif row.hash != _recompute(row):
             reason = "content does not match its hash (the entry was altered)"
+        elif anchor is not None and row.id == anchor[0] and row.hash != anchor[1]:
+            reason = "hash differs from the published anchor (the trail was rewritten)"
         if reason is not None:
             return VerifyResult(
                 False, checked, expected_prev, first_broken_id=row.id, reason=reason

@@ -202,13 +202,35 @@ def publish(path: str) -> None:
     )
 
 
+def _anchor(_ctx: click.Context, _param: click.Parameter, value: str | None):  # type: ignore[no-untyped-def]
+    if value is None:
+        return None
+    entry_id, _, digest = value.partition(":")
+    if not entry_id.isdigit() or len(digest) != 64:
+        raise click.BadParameter("expected ID:HASH as printed by an earlier `audit verify`")
+    return int(entry_id), digest
+
+
 @audit_cli.command("verify")
-def verify_audit() -> None:
-    """Recompute the hash chain; exit 1 naming the first broken entry."""
-    result = consents.audit.verify(get_session())
+@click.option(
+    "--anchor",
+    callback=_anchor,
+    metavar="ID:HASH",
+    help="A head printed earlier and kept elsewhere: detects a trail cut short.",
+)
+def verify_audit(anchor: tuple[int, str] | None) -> None:
+    """Recompute the hash chain; exit 1 naming the first broken entry.
+
+    Keep the printed anchor outside the database (a ticket, an e-mail to the ethics
+    board): the chain alone cannot show that its newest entries were deleted.
+    """
+    session = get_session()
+    result = consents.audit.verify(session, anchor)
     click.echo(result.message())
     if not result.ok:
         raise SystemExit(1)
+    entry_id, digest = consents.audit.head(session)
+    click.echo(f"anchor: {entry_id}:{digest}")
 
 
 @consent_cli.command("verify-receipt")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from flask import Flask
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 import consent as consents
@@ -150,6 +150,24 @@ def test_audit_verify_names_the_first_altered_entry(
     broken = runner.invoke(args=["audit", "verify"])
     assert broken.exit_code == 1
     assert f"broken at entry {victim.id}" in broken.output
+
+
+def test_audit_verify_with_an_anchor_detects_deleted_newest_entries(
+    app: Flask, donor: Browser, db_session: Session
+) -> None:
+    runner = app.test_cli_runner()
+    intact = runner.invoke(args=["audit", "verify"])
+    anchor = re.search(r"anchor: (\d+:[0-9a-f]{64})", intact.output).group(1)
+    assert runner.invoke(args=["audit", "verify", "--anchor", anchor]).exit_code == 0
+    newest = int(anchor.split(":")[0])
+    db_session.execute(delete(consents.AuditEntry).where(consents.AuditEntry.id == newest))
+    db_session.commit()
+    assert runner.invoke(args=["audit", "verify"]).exit_code == 0  # a chain alone cannot tell
+    cut = runner.invoke(args=["audit", "verify", "--anchor", anchor])
+    assert cut.exit_code == 1
+    assert f"broken at entry {newest}" in cut.output and "cut short" in cut.output
+    bad = runner.invoke(args=["audit", "verify", "--anchor", "12:nothex"])
+    assert bad.exit_code == 2
 
 
 def test_publishing_a_template_from_a_file(
