@@ -100,11 +100,25 @@ def ingest_upload(
                 row.stored_object = _stored_object(info)
             session.add(row)
         session.flush()
+        _still_active(session, consent)
         record_upload(session, donation, donor_id, outcomes)
     except BaseException:
         _delete_all(store, written)
         raise
     return IngestResult(donation, outcomes)
+
+
+def _still_active(session: Session, consent: Consent) -> None:
+    """Lock the consent row and check it again, just before the caller commits.
+
+    Processing takes a while; a withdrawal committed meanwhile must win. The lock (``FOR
+    UPDATE`` on PostgreSQL; SQLite serialises writers anyway) orders this upload against a
+    withdrawal, which locks the same row: either this check sees the withdrawal and the
+    upload is refused, or the withdrawal waits for this commit and then sees the files.
+    """
+    session.execute(select(Consent.id).where(Consent.id == consent.id).with_for_update()).all()
+    if state(session, consent.id) != ACTIVE:
+        raise NotActive("Your consent has been withdrawn, so no new files can be donated.")
 
 
 def record_upload(

@@ -163,6 +163,8 @@ def upload() -> str | Response | tuple[str, int]:
         )
     except SubmissionConflict:
         return _upload_error(["The form has expired. Please choose your files again."], 400)
+    except consents.NotActive as error:
+        return _upload_error([str(error)], 409)
     if result.donation is None:
         return _upload_error(
             ["None of the files could be accepted. Nothing was stored."], 422, result.outcomes
