@@ -22,7 +22,8 @@ from consent.errors import InvalidTemplate
 
 REQUIRED_FIELDS = ("name", "version", "language", "title", "summary", "body", "modules")
 OPTIONAL_FIELDS = ("valid_from", "valid_until", "consent_valid_days")
-MODULE_FIELDS = ("id", "title", "description", "required", "duo")
+MODULE_FIELDS = ("id", "title", "description", "required", "duo", "diseases")
+_DISEASE_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Z]{2})?$")
@@ -117,6 +118,8 @@ def _modules(value: Any, problems: list[str]) -> list[dict[str, Any]]:
             module["description"] = _text(
                 raw["description"], f"{where}: description", 2000, problems
             )
+        if raw.get("diseases") is not None:
+            module["diseases"] = _diseases(raw["diseases"], where, problems)
         if not module["required"] and module["duo"] and not _grants_permission(module):
             problems.append(
                 f"{where}: an optional module with only DUO modifiers would widen use when "
@@ -131,6 +134,16 @@ def _modules(value: Any, problems: list[str]) -> list[dict[str, Any]]:
 
 def _grants_permission(module: Mapping[str, Any]) -> bool:
     return any(duo_terms()[term].kind == PERMISSION for term in module["duo"])
+
+
+def _diseases(value: Any, where: str, problems: list[str]) -> list[str]:
+    """The diseases a DS (DUO:0000007) module is limited to, as MONDO or other codes."""
+    if not isinstance(value, list) or not all(
+        isinstance(code, str) and _DISEASE_CODE.match(code) for code in value
+    ):
+        problems.append(f"{where}: diseases must be a list of codes such as MONDO:0005015")
+        return []
+    return sorted(set(value))
 
 
 def _duo(value: Any, where: str, problems: list[str]) -> list[str]:

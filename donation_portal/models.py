@@ -7,8 +7,18 @@ foreign keys to consents resolve by table name.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from consent.db import ConsentBase, utcnow
@@ -131,3 +141,115 @@ class WithdrawalAcknowledgement(Base):
     event_id: Mapped[int] = mapped_column(ForeignKey("consent_events.id"), unique=True)
     steward_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+REQUEST_SUBMITTED = "submitted"
+REQUEST_APPROVED = "approved"
+REQUEST_REJECTED = "rejected"
+
+
+class ResearcherProfile(Base):
+    """A researcher's affiliation and the Crypt4GH public key their releases are encrypted to."""
+
+    __tablename__ = "researcher_profiles"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    affiliation: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AccessRequest(Base):
+    """A researcher's request for data, with the intended use expressed as DUO terms."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    abstract: Mapped[str] = mapped_column(Text)
+    use: Mapped[dict[str, Any]] = mapped_column(JSON)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    ethics_object_id: Mapped[str | None] = mapped_column(
+        ForeignKey("stored_objects.object_id")
+    )  # the ethics approval document, stored encrypted like every donated file
+    status: Mapped[str] = mapped_column(String(20), default=REQUEST_SUBMITTED, index=True)
+    reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class RequestApproval(Base):
+    """One steward's approval; a release needs as many different stewards as configured."""
+
+    __tablename__ = "request_approvals"
+    __table_args__ = (UniqueConstraint("request_id", "steward_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), index=True)
+    steward_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Release(Base):
+    """The data released for an approved request; its items are frozen at approval."""
+
+    __tablename__ = "releases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), unique=True)
+    researcher_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    items: Mapped[list[ReleaseItem]] = relationship(order_by="ReleaseItem.position")
+
+
+class ReleaseItem(Base):
+    """One file of a release manifest; never changed after approval.
+
+    ``object_id`` is a plain string, not a foreign key: erasing a consent deletes the stored
+    object, while the manifest keeps recording what was released.
+    """
+
+    __tablename__ = "release_items"
+    __table_args__ = (UniqueConstraint("release_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    donated_file_id: Mapped[int] = mapped_column(ForeignKey("donated_files.id"), index=True)
+    consent_id: Mapped[str] = mapped_column(String(40), index=True)
+    object_id: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    study_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class WithdrawalNotice(Base):
+    """A researcher must learn that donors withdrew from a release, and acknowledge it."""
+
+    __tablename__ = "withdrawal_notices"
+    __table_args__ = (UniqueConstraint("release_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    release_id: Mapped[str] = mapped_column(ForeignKey("releases.id"), index=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("consent_events.id"), index=True)
+    sop_instance_uids: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiToken(Base):
+    """A researcher's API token; only its SHA-256 is kept, the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -18,6 +18,7 @@ import consent as consents
 from donation_portal.db import on_commit
 from donation_portal.ingest import ERASED
 from donation_portal.models import DonatedFile, StoredObject
+from donation_portal.research.releases import record_withdrawal_notices
 from storage import ObjectStore
 
 
@@ -40,7 +41,11 @@ def withdraw(
     actor: str | None = None,
 ) -> WithdrawalResult:
     """Withdraw ``modules`` of a consent, or all of it in ``mode``; ``code`` proves the right
-    to do so without a login. Raises consent errors (nothing changes then)."""
+    to do so without a login. Raises consent errors (nothing changes then).
+
+    Releases holding the consent's files get a withdrawal notice for their researcher.
+    """
+    lock_files(session, [consent_id])
     if code is not None:
         outcome = consents.withdraw_with_code(
             session, consent_id, code, mode=mode, modules=list(modules) or None
@@ -51,11 +56,20 @@ def withdraw(
         outcome = consents.withdraw_consent(session, consent_id, mode=mode, actor=actor)
     if isinstance(outcome, list):
         return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0)
+    record_withdrawal_notices(session, outcome.event.id, outcome.consent_ids)
     erased = 0
     if outcome.mode == consents.ERASE:
         for event in outcome.events:
             erased += erase_files(session, event.consent_id, store)
     return WithdrawalResult(consent_id, outcome.mode, (), erased)
+
+
+def lock_files(session: Session, consent_ids: list[str]) -> None:
+    """Lock the consents' file rows (PostgreSQL ``FOR UPDATE``): a download being prepared
+    finishes first, and one prepared after this commits sees the withdrawal."""
+    session.execute(
+        select(DonatedFile.id).where(DonatedFile.consent_id.in_(consent_ids)).with_for_update()
+    ).all()
 
 
 def erase_files(session: Session, consent_id: str, store: ObjectStore) -> int:

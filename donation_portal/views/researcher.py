@@ -1,13 +1,14 @@
-"""The researcher's landing page; requests and releases come with the releases issue."""
+"""The researcher's landing page: profile, requests with their decisions, and releases."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
-from sqlalchemy import func, select
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
 
 from donation_portal.db import get_session
-from donation_portal.ingest import ACCEPTED
-from donation_portal.models import DonatedFile
+from donation_portal.models import ResearcherProfile
+from donation_portal.research import releases
 from donation_portal.security import role_required
 
 bp = Blueprint("researcher", __name__, url_prefix="/researcher")
@@ -16,7 +17,28 @@ bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 @bp.get("/")
 @role_required("researcher", "admin")
 def home() -> str:
-    available = get_session().scalar(
-        select(func.count()).select_from(DonatedFile).where(DonatedFile.status == ACCEPTED)
+    session = get_session()
+    user = current_user.user
+    requests = releases.requests_of(session, user)
+    released = {r.id: releases.release_of(session, r.id) for r in requests}
+    available = {
+        rel.id: {item.position for item in releases.downloadable(session, rel)}
+        for rel in released.values()
+        if rel is not None
+    }
+    return render_template(
+        "researcher/home.html",
+        profile=session.get(ResearcherProfile, user.id),
+        requests=requests,
+        released=released,
+        available=available,
+        notices=releases.notices_for(session, user),
     )
-    return render_template("researcher/home.html", available=available or 0)
+
+
+@bp.post("/notices/<int:notice_id>/acknowledge")
+@role_required("researcher")
+def acknowledge_notice(notice_id: int) -> Response:
+    releases.acknowledge_notice(get_session(), notice_id, current_user.user)
+    flash("Thank you: the withdrawal notice is acknowledged.")
+    return redirect(url_for("researcher.home"), 303)

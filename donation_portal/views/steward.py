@@ -15,6 +15,7 @@ from consent import Consent
 from donation_portal import review, services
 from donation_portal.db import get_session
 from donation_portal.models import DonatedFile, Donation
+from donation_portal.research import releases
 from donation_portal.schemas import AuditFilterSchema, DecisionSchema, first_errors, load_form
 from donation_portal.security import role_required
 
@@ -121,7 +122,10 @@ def decide_file(file_id: int) -> Response | tuple[str, int]:
 @bp.get("/withdrawals")
 @role_required(*STAFF)
 def withdrawals() -> str:
-    return render_template("steward/withdrawals.html", items=review.withdrawals(get_session()))
+    session = get_session()
+    items = review.withdrawals(session)
+    touched = releases.releases_touched(session, [item.event.id for item in items])
+    return render_template("steward/withdrawals.html", items=items, touched=touched)
 
 
 @bp.post("/withdrawals/<int:event_id>/acknowledge")

@@ -1,0 +1,64 @@
+"""Streaming forms of a release: a tar of re-encrypted files, and the manifest as CSV.
+
+The tar is written as it is sent: each member's size is known once its new header exists
+(header + unchanged data segments), so nothing is buffered beyond one chunk. If an object
+fails authentication mid-way, the stream stops without the end-of-archive blocks, so tar
+reports a truncated archive instead of a complete-looking one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from storage.c4gh_format import ciphertext_length
+
+BLOCK = 512
+MANIFEST_FIELDS = (
+    "position",
+    "object_id",
+    "consent_id",
+    "modality",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+    "size",
+    "sha256",
+)
+
+
+def manifest_csv(rows: Iterable[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({field: row[field] for field in MANIFEST_FIELDS})
+    return out.getvalue()
+
+
+def tar_stream(
+    members: Iterable[tuple[str, int, Callable[[], Iterator[bytes]]]],
+) -> Iterator[bytes]:
+    """A tar of ``(name, plaintext size, open re-encrypted chunks)`` members, streamed."""
+    now = int(time.time())
+    for name, plain_size, open_chunks in members:
+        chunks = open_chunks()
+        header = next(chunks)
+        size = len(header) + ciphertext_length(plain_size)
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = size, now, 0o600
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        yield header
+        sent = len(header)
+        for chunk in chunks:
+            sent += len(chunk)
+            yield chunk
+        if sent != size:
+            raise RuntimeError("re-encrypted member has an unexpected size")
+        if padding := -size % BLOCK:
+            yield b"\0" * padding
+    yield b"\0" * (2 * BLOCK)

@@ -1,0 +1,138 @@
+"""Withdrawal after release, with two PostgreSQL connections: the row locks serialise them."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+import consent as consents
+from consent.db import utcnow
+from donation_portal import accounts, migrate, withdrawal
+from donation_portal.db import make_engine
+from donation_portal.models import (
+    REVIEW_APPROVED,
+    AccessRequest,
+    DonatedFile,
+    Donation,
+    Release,
+    ReleaseItem,
+    StoredObject,
+    WithdrawalNotice,
+)
+from donation_portal.research import releases
+
+
+def _released_file(session: Session) -> str:
+    template = consents.publish_template(session, consents.default_template_spec())
+    donor = accounts.create_user(session, "donor@example.org", "correct horse battery", "donor")
+    researcher = accounts.create_user(
+        session, "r@example.org", "correct horse battery", "researcher"
+    )
+    consent = consents.give_consent(
+        session,
+        subject_ref=f"user:{donor.id}",
+        template=template,
+        modules=["research"],
+        typed_name="Ada Donor",
+        sealer=consents.Sealer(b"k" * 32),
+    )
+    session.add(
+        Donation(
+            id="d1",
+            donor_id=donor.id,
+            consent_id=consent.id,
+            submission_key="s1",
+            review_status=REVIEW_APPROVED,
+        )
+    )
+    session.add(
+        StoredObject(
+            object_id="o1",
+            scope_id=consent.id,
+            size=1,
+            sha256="0" * 64,
+            stored_size=1,
+            stored_sha256="0" * 64,
+        )
+    )
+    session.flush()
+    donated = DonatedFile(
+        donation_id="d1",
+        consent_id=consent.id,
+        position=1,
+        size=1,
+        status="accepted",
+        object_id="o1",
+        sop_instance_uid="2.25.1",
+    )
+    session.add(donated)
+    session.add(
+        AccessRequest(
+            id="q1",
+            researcher_id=researcher.id,
+            title="t",
+            abstract="a",
+            use={"purpose": "health"},
+            filters={},
+        )
+    )
+    session.flush()
+    session.add(
+        Release(
+            id="r1",
+            request_id="q1",
+            researcher_id=researcher.id,
+            expires_at=utcnow() + timedelta(days=1),
+        )
+    )
+    session.flush()
+    session.add(
+        ReleaseItem(
+            release_id="r1",
+            position=1,
+            donated_file_id=donated.id,
+            consent_id=consent.id,
+            object_id="o1",
+            size=1,
+            sha256="0" * 64,
+            sop_instance_uid="2.25.1",
+        )
+    )
+    session.commit()
+    return consent.id
+
+
+def test_a_withdrawal_and_a_download_wait_for_each_other(empty_database_url: str) -> None:
+    if not empty_database_url.startswith("postgresql"):
+        pytest.skip("row locks are a PostgreSQL matter; SQLite serialises whole transactions")
+    migrate.upgrade(empty_database_url)
+    engine = make_engine(empty_database_url)
+    try:
+        with Session(engine) as setup:
+            consent_id = _released_file(setup)
+        with Session(engine) as download, Session(engine) as withdraw:
+            release = download.get(Release, "r1")
+            assert len(releases.downloadable(download, release)) == 1  # holds the row lock
+            withdraw.execute(text("SET lock_timeout = '300ms'"))
+            with pytest.raises(OperationalError):
+                withdrawal.withdraw(withdraw, consent_id, None)  # type: ignore[arg-type]
+            withdraw.rollback()
+            download.commit()
+
+            withdrawal.withdraw(withdraw, consent_id, None)  # type: ignore[arg-type]
+            download.execute(text("SET lock_timeout = '300ms'"))
+            with pytest.raises(OperationalError):
+                releases.downloadable(download, download.get(Release, "r1"))
+            download.rollback()
+            withdraw.commit()
+
+            release = download.get(Release, "r1")
+            assert releases.downloadable(download, release) == []
+            notice = download.query(WithdrawalNotice).one()
+            assert notice.sop_instance_uids == ["2.25.1"]
+    finally:
+        engine.dispose()
