@@ -107,6 +107,21 @@ def test_withdrawals_are_listed_with_their_files_and_acknowledged_once(
     assert consents.audit.query(db_session, action="withdrawal.acknowledged")
 
 
+def test_a_module_withdrawal_is_listed_with_the_module_it_took_away(
+    browser: Browser, steward: Browser, db_session: Session
+) -> None:
+    template = consents.current_template(db_session)
+    optional = next(m["id"] for m in template.modules if not m.get("required"))
+    donor = browser
+    assert donor.register("donor@example.org").status_code == 303
+    assert donor.sign_consent(modules=("research", optional)).status_code == 200
+    done = donor.submit(
+        "/consent/withdraw", {"confirm": "yes", "scope": "modules", "modules": optional}
+    )
+    assert done.status_code == 200, done.get_data(as_text=True)[-1500:]
+    assert f"module {optional}" in steward.get("/steward/withdrawals")
+
+
 def test_the_fhir_export_and_the_template_page(
     donor: Browser, steward: Browser, db_session: Session
 ) -> None:
