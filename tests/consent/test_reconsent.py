@@ -15,6 +15,20 @@ def publish_v2(session: Session, **changes: object) -> consents.ConsentTemplate:
     return consents.publish_template(session, spec)
 
 
+def renew_on_v2(
+    session: Session, old: consents.Consent, sealer: consents.Sealer, modules: set[str]
+) -> consents.SignedConsent:
+    """The donor of ``old`` re-consents to a newly published second version."""
+    return consents.reconsent(
+        session,
+        previous=old,
+        template=publish_v2(session),
+        modules=modules,
+        typed_name="Grace Hopper",
+        sealer=sealer,
+    )
+
+
 def test_a_new_version_asks_for_review_but_a_translation_does_not(
     db_session, template, sign
 ) -> None:
@@ -65,14 +79,7 @@ def test_withdrawing_the_new_consent_withdraws_the_superseded_one(
     db_session, template, sign, sealer
 ) -> None:
     old = sign(template).consent
-    renewed = consents.reconsent(
-        db_session,
-        previous=old,
-        template=publish_v2(db_session),
-        modules={"research"},
-        typed_name="Grace Hopper",
-        sealer=sealer,
-    )
+    renewed = renew_on_v2(db_session, old, sealer, {"research"})
     withdrawal = consents.withdraw_with_code(
         db_session, renewed.consent.id, renewed.withdrawal_code, mode=consents.ERASE
     )
@@ -86,14 +93,7 @@ def test_withdrawing_a_module_of_the_new_consent_withdraws_it_from_the_supersede
     db_session, template, sign, sealer
 ) -> None:
     old = sign(template).consent
-    renewed = consents.reconsent(
-        db_session,
-        previous=old,
-        template=publish_v2(db_session),
-        modules={"research", "general_research"},
-        typed_name="Grace Hopper",
-        sealer=sealer,
-    )
+    renewed = renew_on_v2(db_session, old, sealer, {"research", "general_research"})
     consents.withdraw_module(db_session, renewed.consent.id, "general_research")
     assert consents.granted_modules(db_session, renewed.consent.id) == ["research"]
     assert consents.granted_modules(db_session, old.id) == ["research"]
