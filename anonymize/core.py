@@ -100,7 +100,7 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
     if not sop_instance:
         raise Rejection("malformed")
     ds.SOPClassUID = sop_class
-    meta = writer.build_meta(sop_class, sop_instance, str(parsed.transfer_syntax))
+    meta = writer.file_meta(sop_class, sop_instance, str(parsed.transfer_syntax))
     writer.write_file(dst, meta, ds, parsed.stream, parsed.pixels, parsed.tail,
                       parsed.implicit, parsed.little_endian)
     code = _first_review_code(review)

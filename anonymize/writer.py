@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import struct
 from typing import BinaryIO
 
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.filebase import DicomFileLike
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.dataset import Dataset
 
+from anonymize.encoder import encode_dataset, explicit_le_element
 from anonymize.reader import PixelExtent
 
 IMPLEMENTATION_CLASS_UID = "2.25.254780237312539180926425063926536317462"
 IMPLEMENTATION_VERSION = "DONATE_DEID_1"
 CHUNK = 1024 * 1024
+PREAMBLE = b"\x00" * 128 + b"DICM"
 
 
-def build_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> FileMetaDataset:
-    """File meta rebuilt from scratch: no source AE title, no source implementation."""
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = sop_class_uid
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = transfer_syntax
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    return meta
+def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -> bytes:
+    """The file meta group rebuilt from scratch (no source AE title, no source implementation),
+    encoded as Explicit VR Little Endian with its group length, as PS3.10 7.1 requires."""
+    body = b"".join([
+        explicit_le_element(0x00020001, "OB", b"\x00\x01"),
+        explicit_le_element(0x00020002, "UI", sop_class_uid),
+        explicit_le_element(0x00020003, "UI", sop_instance_uid),
+        explicit_le_element(0x00020010, "UI", transfer_syntax),
+        explicit_le_element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID),
+        explicit_le_element(0x00020013, "SH", IMPLEMENTATION_VERSION),
+    ])
+    return explicit_le_element(0x00020000, "UL", struct.pack("<L", len(body))) + body
 
 
 def copy_range(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
@@ -43,17 +46,14 @@ def copy_range(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
         remaining -= len(chunk)
 
 
-def write_file(dst: BinaryIO, meta: FileMetaDataset, header: Dataset, src: BinaryIO,
+def write_file(dst: BinaryIO, meta: bytes, header: Dataset, src: BinaryIO,
                pixels: list[PixelExtent], tail: Dataset | None, implicit: bool,
                little_endian: bool) -> None:
-    """Write a Part 10 file; pixel data elements are copied byte for byte from ``src``."""
-    fp = DicomFileLike(dst)
-    fp.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(fp, meta, enforce_standard=True)
-    fp.is_implicit_VR = implicit
-    fp.is_little_endian = little_endian
-    write_dataset(fp, header)
+    """Write a Part 10 file with a zeroed preamble (a preamble can hide an executable:
+    CVE-2019-11687); pixel data elements are copied byte for byte from ``src``."""
+    dst.write(PREAMBLE + meta)
+    dst.write(encode_dataset(header, implicit, little_endian))
     for extent in pixels:
         copy_range(src, dst, extent.start, extent.end)
     if tail is not None and len(tail):
-        write_dataset(fp, tail)
+        dst.write(encode_dataset(tail, implicit, little_endian))
