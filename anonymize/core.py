@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from typing import BinaryIO
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 
-from anonymize import engine, identifiers, keys, reader, sop_classes, writer
+from anonymize import encoder, engine, identifiers, keys, reader, sop_classes, writer
 from anonymize.outcome import (
     DeidentificationError,
     Outcome,
@@ -20,6 +22,7 @@ from anonymize.outcome import (
 from anonymize.profile import BASIC_PROFILE_CODE, OPTION_CODES, Profile
 
 log = logging.getLogger(__name__)
+METHOD_CODES = 0x00120064  # De-identification Method Code Sequence
 
 
 def _string(ds: Dataset, keyword: str) -> str:
@@ -34,27 +37,46 @@ def _rejected(code: str, profile: Profile) -> Outcome:
                    profile.ordered())
 
 
-def _set_identity(ds: Dataset, pseudonym: str, profile: Profile) -> None:
+def _set_identity(ds: Dataset, pseudonym: str, profile: Profile, implicit: bool,
+                  little_endian: bool) -> None:
     """PatientName/ID become the pseudonym; the de-identification is recorded (CID 7050)."""
     ds.PatientName = pseudonym
     ds.PatientID = pseudonym
     ds.PatientIdentityRemoved = "YES"
-    codes = [BASIC_PROFILE_CODE] + [OPTION_CODES[name] for name in profile.ordered()]
-    ds.DeidentificationMethod = [meaning for _, meaning in codes]
-    items = []
-    for value, meaning in codes:
-        item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
-        items.append(item)
-    ds.DeidentificationMethodCodeSequence = Sequence(items)
+    options = profile.ordered()
+    ds.DeidentificationMethod = _method_meanings(options)
+    ds[METHOD_CODES] = _method_codes(options, implicit, little_endian)
     if "retain_long_modified_dates" in profile:
         ds.LongitudinalTemporalInformationModified = "MODIFIED"
     elif "retain_long_full_dates" in profile:
         ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
     else:
         ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+def _codes(options: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [BASIC_PROFILE_CODE] + [OPTION_CODES[name] for name in options]
+
+
+def _method_meanings(options: tuple[str, ...]) -> list[str]:
+    return [meaning for _, meaning in _codes(options)]
+
+
+@lru_cache(maxsize=256)
+def _method_codes(options: tuple[str, ...], implicit: bool,
+                  little_endian: bool) -> RawDataElement:
+    """DeidentificationMethodCodeSequence, encoded once per profile and transfer syntax: it is
+    the same in every file, and building its items is a tenth of a header's work."""
+    items = []
+    for value, meaning in _codes(options):
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    value = encoder.encode_items(items, implicit, little_endian)
+    return RawDataElement(Tag(METHOD_CODES), "SQ", len(value), value, 0, implicit,
+                          little_endian)
 
 
 def _simple_charset(ds: Dataset) -> bool:
@@ -82,20 +104,21 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
         review.add("burned_in_annotation")
     if _string(ds, "RecognizableVisualFeatures").upper() == "YES":
         review.add("recognizable_features")
+    simple_charset = _simple_charset(ds)
     ctx = engine.Context(
         key=key,
         options=profile.options,
         shift_days=keys.date_shift_days(key, pseudonym),
-        identifiers=identifiers.collect(ds, pseudonym),
+        identifiers=identifiers.collect(ds, pseudonym, simple_charset),
         size=parsed.size,
         stream=parsed.stream,
     )
-    walker = engine.Walker(ctx, _simple_charset(ds))
+    walker = engine.Walker(ctx, simple_charset)
     walker.walk(ds)
     if parsed.tail is not None:
         walker.walk(parsed.tail)
     review |= ctx.review
-    _set_identity(ds, pseudonym, profile)
+    _set_identity(ds, pseudonym, profile, parsed.implicit, parsed.little_endian)
     sop_instance = _string(ds, "SOPInstanceUID")
     if not sop_instance:
         raise Rejection("malformed")

@@ -29,6 +29,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.tag import Tag
 
 from anonymize import dates, descriptors, keys, tables
 from anonymize.outcome import Rejection
@@ -124,8 +125,8 @@ def _set(ds: Dataset, tag: int, vr: str, value: object) -> None:
 
 
 def _empty(ds: Dataset, tag: int, vr: str) -> None:
-    _set(ds, tag, vr, Sequence([]) if vr == "SQ" else (b"" if vr not in STRING_VRS and
-                                                       vr not in DUMMY else None))
+    """A zero-length value (Z), stored raw: empty is empty in every VR and encoding."""
+    ds[tag] = RawDataElement(Tag(tag), vr, 0, b"", 0, False, True)
 
 
 def _dummy(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
@@ -133,6 +134,8 @@ def _dummy(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
         _set(ds, tag, vr, Sequence([]))
     elif vr == "UI":
         _remap(ds, tag, ctx)
+    elif vr in DUMMY and isinstance(DUMMY[vr], str) and vr != "PN":
+        _set_ascii(ds, tag, vr, [str(DUMMY[vr])])
     elif vr in DUMMY:
         _set(ds, tag, vr, DUMMY[vr])
     elif vr in BINARY_VRS:
@@ -175,38 +178,56 @@ def _replace_text(ds: Dataset, tag: int, vr: str, original: str, cleaned: str) -
     _set(ds, tag, vr, values[0] if len(values) == 1 else values)
 
 
+def _ascii_values(ds: Dataset, tag: int) -> list[str]:
+    """The values of a default-repertoire element (UI, DA, DT, TM), read from its raw bytes
+    when it is still raw: these VRs are ASCII under every character set, and converting the
+    element through pydicom costs more than the rest of its handling."""
+    elem = ds.get_item(tag, keep_deferred=True)
+    if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        text = elem.value.decode("latin-1")
+        values = [v.strip(" \x00") for v in text.split("\\")]
+        return values if any(values) else []
+    value = ds[tag].value
+    if not value:
+        return []
+    return [str(v) for v in value] if not isinstance(value, str) else [value]
+
+
+def _set_ascii(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
+    """Store a new default-repertoire value as its encoded bytes (a raw element), padded as
+    PS3.5 6.2 requires; it is written as it is and read back like any other raw element."""
+    data = "\\".join(values).encode("latin-1", "replace")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    ds[tag] = RawDataElement(Tag(tag), vr, len(data), data, 0, False, True)
+
+
 def _remap(ds: Dataset, tag: int, ctx: Context, public_oids: bool = False) -> None:
     if "retain_uids" in ctx.options:
         return
-    value = ds[tag].value
-    if not value:
+    values = _ascii_values(ds, tag)
+    if not values:
         return
-    values = list(value) if not isinstance(value, str) else [value]
     mapped = [
-        v if (public_oids and keys.is_public_oid(str(v))) else keys.remap_uid(ctx.key, str(v))
+        v if (public_oids and keys.is_public_oid(v)) else keys.remap_uid(ctx.key, v)
         for v in values
     ]
-    if mapped != [str(v) for v in values]:
-        _set(ds, tag, "UI", mapped[0] if len(mapped) == 1 else mapped)
+    if mapped != values:
+        _set_ascii(ds, tag, "UI", mapped)
 
 
-def _dates(ds: Dataset, tag: int, vr: str, ctx: Context, in_table: bool) -> None:
+def _dates(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
     if ctx.full_dates:
         return
     if not ctx.modified_dates:
-        if in_table:
-            _empty(ds, tag, vr)
-        else:
-            _empty(ds, tag, vr)
+        _empty(ds, tag, vr)
         return
     if vr == "TM":
         return
-    value = ds[tag].value
-    if not value:
+    values = _ascii_values(ds, tag)
+    if not values:
         return
-    values = [str(v) for v in value] if not isinstance(value, str) else [value]
-    shifted = dates.shift_values(values, vr, ctx.shift_days)
-    _set(ds, tag, vr, shifted[0] if len(shifted) == 1 else shifted)
+    _set_ascii(ds, tag, vr, dates.shift_values(values, vr, ctx.shift_days))
 
 
 class Walker:
@@ -321,7 +342,7 @@ class Walker:
         if vr == "SQ":
             self._recurse(ds, tag, depth, path)
         elif vr in DATE_VRS:
-            _dates(ds, tag, vr, self.ctx, True)
+            _dates(ds, tag, vr, self.ctx)
         elif vr == "PN":
             _empty(ds, tag, vr)
         elif vr == "UI":
@@ -350,7 +371,7 @@ class Walker:
             _replace_text(ds, tag, vr, text,
                           descriptors.scrub_identifiers(text, ctx.identifiers, generic))
         elif vr in DATE_VRS:
-            _dates(ds, tag, vr, ctx, False)
+            _dates(ds, tag, vr, ctx)
         elif vr == "UI":
             _remap(ds, tag, ctx, public_oids=tag in PUBLIC_OID_TAGS)
         elif vr == "AE":
@@ -408,7 +429,7 @@ class Walker:
             if vr not in ("DA", "DT") or not (ctx.modified_dates or ctx.full_dates):
                 del ds[tag]
                 return False
-            _dates(ds, tag, vr, ctx, True)
+            _dates(ds, tag, vr, ctx)
             return True
         if vr == "SQ":
             self._recurse(ds, tag, depth, path, component)
@@ -419,5 +440,5 @@ class Walker:
             _replace_text(ds, tag, vr, text,
                           descriptors.scrub_identifiers(text, ctx.identifiers, True))
         elif vr in DATE_VRS:
-            _dates(ds, tag, vr, ctx, False)
+            _dates(ds, tag, vr, ctx)
         return True

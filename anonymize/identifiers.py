@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
@@ -45,18 +46,21 @@ MIN_PART = 2
 _SPLIT = re.compile(r"[\^=,\s\\]+")
 
 
-def _strings(ds: Dataset, tag: int) -> list[str]:
-    elem = ds.get(tag)
-    if elem is None or elem.VR == "SQ" or elem.value is None:
+def _strings(ds: Dataset, tag: int, simple_charset: bool) -> list[str]:
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None or elem.VR == "SQ":
         return []
-    value = elem.value
-    # Only a multi-valued element is a list: a PersonName is iterable too, but one value.
-    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
-    out = []
-    for v in values:
-        text = v.decode("latin-1") if isinstance(v, bytes) else str(v)
-        out.append(text.strip())
-    return [v for v in out if v]
+    if simple_charset and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
+        # a single-byte character set: the raw bytes are the text, no conversion needed
+        out = elem.value.decode("latin-1").split("\\")
+    else:
+        value = ds[tag].value
+        if value is None:
+            return []
+        # Only a multi-valued element is a list: a PersonName is iterable too, but one value.
+        values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+        out = [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
+    return [v for v in (text.strip(" \x00") for text in out) if v]
 
 
 def _useful_part(part: str) -> bool:
@@ -73,17 +77,20 @@ def _date_forms(value: str) -> list[str]:
     return [value, f"{y}-{m}-{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}", f"{y}/{m}/{d}"]
 
 
-def collect(ds: Dataset, pseudonym: str) -> tuple[str, ...]:
-    """Identifiers of this patient (and the people and places named with them)."""
+def collect(ds: Dataset, pseudonym: str, simple_charset: bool = False) -> tuple[str, ...]:
+    """Identifiers of this patient (and the people and places named with them).
+
+    ``simple_charset``: the dataset's character set is a single-byte one (ASCII or Latin-1),
+    so raw values can be decoded directly."""
     found: set[str] = set()
     for tag in NAME_TAGS:
-        for value in _strings(ds, tag):
+        for value in _strings(ds, tag, simple_charset):
             found.add(value.replace("^", " ").strip())
             found.update(part for part in _SPLIT.split(value) if _useful_part(part))
     for tag in ID_TAGS:
-        found.update(_strings(ds, tag))
+        found.update(_strings(ds, tag, simple_charset))
     for tag in DATE_TAGS:
-        for value in _strings(ds, tag):
+        for value in _strings(ds, tag, simple_charset):
             found.update(_date_forms(value))
     found.discard(pseudonym)
     return tuple(sorted(v for v in found if len(v) >= MIN_PART))
