@@ -22,7 +22,11 @@ from anonymize.outcome import (
 from anonymize.profile import BASIC_PROFILE_CODE, OPTION_CODES, Profile
 
 log = logging.getLogger(__name__)
+PATIENT_NAME, PATIENT_ID = 0x00100010, 0x00100020
+IDENTITY_REMOVED = 0x00120062  # Patient Identity Removed
+METHOD = 0x00120063  # De-identification Method
 METHOD_CODES = 0x00120064  # De-identification Method Code Sequence
+TEMPORAL_MODIFIED = 0x00280303  # Longitudinal Temporal Information Modified
 
 
 def _string(ds: Dataset, keyword: str) -> str:
@@ -40,26 +44,32 @@ def _rejected(code: str, profile: Profile) -> Outcome:
 def _set_identity(ds: Dataset, pseudonym: str, profile: Profile, implicit: bool,
                   little_endian: bool) -> None:
     """PatientName/ID become the pseudonym; the de-identification is recorded (CID 7050)."""
-    ds.PatientName = pseudonym
-    ds.PatientID = pseudonym
-    ds.PatientIdentityRemoved = "YES"
+    if pseudonym.isascii():
+        engine.set_ascii(ds, PATIENT_NAME, "PN", [pseudonym])
+        engine.set_ascii(ds, PATIENT_ID, "LO", [pseudonym])
+    else:
+        ds.PatientName = pseudonym
+        ds.PatientID = pseudonym
+    engine.set_ascii(ds, IDENTITY_REMOVED, "CS", ["YES"])
     options = profile.ordered()
-    ds.DeidentificationMethod = _method_meanings(options)
+    engine.set_ascii(ds, METHOD, "LO", _method_meanings(options))
     ds[METHOD_CODES] = _method_codes(options, implicit, little_endian)
     if "retain_long_modified_dates" in profile:
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        temporal = "MODIFIED"
     elif "retain_long_full_dates" in profile:
-        ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        temporal = "UNMODIFIED"
     else:
-        ds.LongitudinalTemporalInformationModified = "REMOVED"
+        temporal = "REMOVED"
+    engine.set_ascii(ds, TEMPORAL_MODIFIED, "CS", [temporal])
 
 
 def _codes(options: tuple[str, ...]) -> list[tuple[str, str]]:
     return [BASIC_PROFILE_CODE] + [OPTION_CODES[name] for name in options]
 
 
-def _method_meanings(options: tuple[str, ...]) -> list[str]:
-    return [meaning for _, meaning in _codes(options)]
+@lru_cache(maxsize=256)
+def _method_meanings(options: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(meaning for _, meaning in _codes(options))
 
 
 @lru_cache(maxsize=256)

@@ -93,10 +93,11 @@ def _vr_of(tag: int, elem: DataElement | RawDataElement) -> str:
 
 
 def _materialize(ds: Dataset, tag: int, elem: DataElement | RawDataElement,
-                 ctx: Context) -> None:
-    """Check a raw element's declared length; read a deferred value if it is to be kept."""
+                 ctx: Context) -> DataElement | RawDataElement:
+    """Check a raw element's declared length; read a deferred value if it is to be kept.
+    Returns the element as it now is in ``ds``."""
     if not isinstance(elem, RawDataElement) or elem.length == 0xFFFFFFFF:
-        return
+        return elem
     if elem.value is None:
         if elem.length and elem.value_tell + elem.length > ctx.size:
             raise Rejection("length_exceeds_file")
@@ -107,9 +108,11 @@ def _materialize(ds: Dataset, tag: int, elem: DataElement | RawDataElement,
         stream.seek(position)  # type: ignore[attr-defined]
         if len(value) != elem.length:
             raise Rejection("truncated")
-        ds[tag] = elem._replace(value=value)  # type: ignore[index]
+        elem = elem._replace(value=value)
+        ds[tag] = elem  # type: ignore[index]
     elif len(elem.value) != elem.length:
         raise Rejection("length_exceeds_file")
+    return elem
 
 
 def _declare_vr(ds: Dataset, tag: int, vr: str) -> None:
@@ -135,7 +138,7 @@ def _dummy(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
     elif vr == "UI":
         _remap(ds, tag, ctx)
     elif vr in DUMMY and isinstance(DUMMY[vr], str) and vr != "PN":
-        _set_ascii(ds, tag, vr, [str(DUMMY[vr])])
+        set_ascii(ds, tag, vr, [str(DUMMY[vr])])
     elif vr in DUMMY:
         _set(ds, tag, vr, DUMMY[vr])
     elif vr in BINARY_VRS:
@@ -193,7 +196,7 @@ def _ascii_values(ds: Dataset, tag: int) -> list[str]:
     return [str(v) for v in value] if not isinstance(value, str) else [value]
 
 
-def _set_ascii(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
+def set_ascii(ds: Dataset, tag: int, vr: str, values: list[str] | tuple[str, ...]) -> None:
     """Store a new default-repertoire value as its encoded bytes (a raw element), padded as
     PS3.5 6.2 requires; it is written as it is and read back like any other raw element."""
     data = "\\".join(values).encode("latin-1", "replace")
@@ -213,7 +216,7 @@ def _remap(ds: Dataset, tag: int, ctx: Context, public_oids: bool = False) -> No
         for v in values
     ]
     if mapped != values:
-        _set_ascii(ds, tag, "UI", mapped)
+        set_ascii(ds, tag, "UI", mapped)
 
 
 def _dates(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
@@ -227,7 +230,10 @@ def _dates(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
     values = _ascii_values(ds, tag)
     if not values:
         return
-    _set_ascii(ds, tag, vr, dates.shift_values(values, vr, ctx.shift_days))
+    set_ascii(ds, tag, vr, dates.shift_values(values, vr, ctx.shift_days))
+
+
+_ACTIONS: dict[frozenset[str], dict[int, str]] = {}
 
 
 class Walker:
@@ -239,10 +245,10 @@ class Walker:
         self.rules = tables.profile_rules()
         self.patterns = tables.pattern_rules()
         self.safe_private = tables.safe_private()
-        self._actions: dict[int, str] = {}
+        self._actions = _ACTIONS.setdefault(ctx.options, {})
 
     def action_for(self, tag: int) -> str | None:
-        """The table action for a public tag under this run's options (cached)."""
+        """The table action for a public tag under this run's options (cached per options)."""
         action = self._actions.get(tag)
         if action is None:
             rule = self.rules.get(tag)
@@ -280,8 +286,7 @@ class Walker:
                 for other in [t for t in list(ds.keys()) if t >> 16 == group]:
                     del ds[other]
                 continue
-            _materialize(ds, tag, elem, self.ctx)
-            elem = ds.get_item(tag, keep_deferred=True)
+            elem = _materialize(ds, tag, elem, self.ctx)
             vr = _vr_of(tag, elem)
             action = self.action_for(tag)
             if action is None:
@@ -412,9 +417,7 @@ class Walker:
         if disposition is None:
             del ds[tag]
             return False
-        elem = ds.get_item(tag, keep_deferred=True)
-        _materialize(ds, tag, elem, ctx)
-        elem = ds.get_item(tag, keep_deferred=True)
+        _materialize(ds, tag, ds.get_item(tag, keep_deferred=True), ctx)
         vr = str(ds[tag].VR)
         if vr == "PN":
             del ds[tag]
