@@ -7,6 +7,7 @@ import os
 from functools import lru_cache
 from typing import BinaryIO
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
@@ -30,10 +31,8 @@ TEMPORAL_MODIFIED = 0x00280303  # Longitudinal Temporal Information Modified
 
 
 def _string(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    return str(value).strip()
+    """A UI or CS value (several values joined by a backslash), read without conversion."""
+    return "\\".join(engine.ascii_values(ds, tag_for_keyword(keyword))).strip()
 
 
 def _rejected(code: str, profile: Profile) -> Outcome:
@@ -101,7 +100,7 @@ def _simple_charset(ds: Dataset) -> bool:
 def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
              profile: Profile) -> Outcome:
     ds = parsed.dataset
-    sop_class = _string(ds, "SOPClassUID") or str(parsed.meta.get("MediaStorageSOPClassUID", ""))
+    sop_class = _string(ds, "SOPClassUID") or parsed.meta_sop_class
     modality = _string(ds, "Modality")
     verdict, code = sop_classes.classify(sop_class, modality,
                                          "clean_structured_content" in profile)

@@ -181,11 +181,13 @@ def _replace_text(ds: Dataset, tag: int, vr: str, original: str, cleaned: str) -
     _set(ds, tag, vr, values[0] if len(values) == 1 else values)
 
 
-def _ascii_values(ds: Dataset, tag: int) -> list[str]:
+def ascii_values(ds: Dataset, tag: int) -> list[str]:
     """The values of a default-repertoire element (UI, DA, DT, TM), read from its raw bytes
     when it is still raw: these VRs are ASCII under every character set, and converting the
     element through pydicom costs more than the rest of its handling."""
     elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None:
+        return []
     if isinstance(elem, RawDataElement) and isinstance(elem.value, bytes):
         text = elem.value.decode("latin-1")
         values = [v.strip(" \x00") for v in text.split("\\")]
@@ -208,7 +210,7 @@ def set_ascii(ds: Dataset, tag: int, vr: str, values: list[str] | tuple[str, ...
 def _remap(ds: Dataset, tag: int, ctx: Context, public_oids: bool = False) -> None:
     if "retain_uids" in ctx.options:
         return
-    values = _ascii_values(ds, tag)
+    values = ascii_values(ds, tag)
     if not values:
         return
     mapped = [
@@ -227,7 +229,7 @@ def _dates(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
         return
     if vr == "TM":
         return
-    values = _ascii_values(ds, tag)
+    values = ascii_values(ds, tag)
     if not values:
         return
     set_ascii(ds, tag, vr, dates.shift_values(values, vr, ctx.shift_days))

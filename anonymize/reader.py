@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
@@ -108,7 +108,7 @@ class PixelExtent:
 class Parsed:
     """An input read far enough to de-identify it."""
 
-    meta: FileMetaDataset
+    meta_sop_class: str
     transfer_syntax: UID
     dataset: Dataset
     stream: BinaryIO
@@ -255,6 +255,30 @@ def _tail(stream: BinaryIO, size: int, implicit: bool, little: bool) -> Dataset 
     return tail if len(tail) else None
 
 
+def _at_pixels(tag: int, vr: str | None, length: int) -> bool:
+    return tag in PIXEL_TAGS
+
+
+def _read_header(stream: BinaryIO, offset: int, transfer_syntax: UID) -> FileDataset:
+    """The dataset from ``offset`` (just after the file meta group) up to its pixel data.
+
+    Read with pydicom's dataset reader directly: the file meta group is already parsed, and
+    dcmread would parse it a second time. A file with command group elements (0000,xxxx),
+    which pydicom reads in their own encoding, goes through dcmread.
+    """
+    stream.seek(offset)
+    if stream.read(2) == b"\x00\x00":
+        stream.seek(0)
+        return dcmread(stream, stop_before_pixels=True, defer_size=DEFER_SIZE)
+    stream.seek(offset)
+    implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+    dataset = read_dataset(stream, implicit, little, stop_when=_at_pixels,
+                           defer_size=DEFER_SIZE)
+    ds = FileDataset(stream, dataset, None, None, implicit, little)
+    ds.set_original_encoding(implicit, little, dataset._character_set)
+    return ds
+
+
 def open_source(src: BinaryIO) -> tuple[BinaryIO, int]:
     """Return a bounded, seekable stream over ``src`` and its size."""
     size = _size(src)
@@ -284,15 +308,15 @@ def parse(src: BinaryIO) -> Parsed:
     if ts == DEFLATED:
         stream = _inflated_stream(meta_raw, stream, offset, size)
         size = _size(stream)
-    stream.seek(0)
+        _, offset = _read_meta(stream, size)
+        ts = EXPLICIT_LE
+    transfer_syntax = UID(ts)
     try:
-        dataset = dcmread(stream, stop_before_pixels=True, defer_size=DEFER_SIZE)
+        dataset = _read_header(stream, offset, transfer_syntax)
     except RecursionError as exc:
         raise Rejection("too_deep") from exc
     except (EOFError, OSError) as exc:
         raise Rejection("truncated") from exc
-    meta = dataset.file_meta
-    transfer_syntax = UID(meta.TransferSyntaxUID)
     implicit = transfer_syntax.is_implicit_VR
     little = transfer_syntax.is_little_endian
     pixels: list[PixelExtent] = []
@@ -311,4 +335,5 @@ def parse(src: BinaryIO) -> Parsed:
         raise Rejection("too_deep") from exc
     except (EOFError, OSError) as exc:
         raise Rejection("truncated") from exc
-    return Parsed(meta, transfer_syntax, dataset, stream, size, pixels, tail, implicit, little)
+    return Parsed(_uid(meta_raw.get(0x00020002)), transfer_syntax, dataset, stream, size, pixels,
+                  tail, implicit, little)
