@@ -18,6 +18,7 @@ The result is byte for byte what ``pydicom.filewriter.write_dataset`` writes;
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
@@ -90,18 +91,21 @@ class _Encoder:
         return self.header(elem.tag, vr, len(value)) + value
 
     def sequence(self, elem: DataElement, encoding: str | list[str]) -> bytes:
-        encodings = convert_encodings(encoding)  # what pydicom hands to the items
-        items = []
-        for item in elem.value:
-            body = self.dataset(item, encodings)
-            if getattr(item, "is_undefined_length_sequence_item", False):
-                items.append(self.item + self.ul(UNDEFINED) + body + self.item_end)
-            else:
-                items.append(self.item + self.ul(len(body)) + body)
-        value = b"".join(items)
+        value = self.items(elem.value, encoding)
         if elem.is_undefined_length:
             return self.header(elem.tag, "SQ", UNDEFINED) + value + self.seq_end
         return self.header(elem.tag, "SQ", len(value)) + value
+
+    def items(self, items: Iterable[Dataset], encoding: str | list[str]) -> bytes:
+        encodings = convert_encodings(encoding)  # what pydicom hands to the items
+        parts = []
+        for item in items:
+            body = self.dataset(item, encodings)
+            if getattr(item, "is_undefined_length_sequence_item", False):
+                parts.append(self.item + self.ul(UNDEFINED) + body + self.item_end)
+            else:
+                parts.append(self.item + self.ul(len(body)) + body)
+        return b"".join(parts)
 
     def _pydicom_would_reencode(self, ds: Dataset) -> bool:
         """pydicom converts raw elements and corrects ambiguous VRs (recursively) when the
@@ -191,3 +195,8 @@ def explicit_le_element(tag: int, vr: str, value: str | bytes) -> bytes:
 def encode_dataset(ds: Dataset, implicit: bool, little_endian: bool) -> bytes:
     """The encoded dataset, as ``pydicom.filewriter.write_dataset`` would write it."""
     return _Encoder(implicit, little_endian).dataset(ds, "iso8859")
+
+
+def encode_items(items: Iterable[Dataset], implicit: bool, little_endian: bool) -> bytes:
+    """The value of a sequence element holding ``items`` (each with a defined length)."""
+    return _Encoder(implicit, little_endian).items(items, "iso8859")

@@ -264,8 +264,9 @@ class Walker:
         kept_private_blocks: set[int] = set()
         creators: list[int] = []
         removed_groups: set[int] = set()
+        # the keys themselves (BaseTag), not ints: a dict lookup by the identical key object
+        # skips BaseTag.__eq__, a Python call, and every element is looked up several times
         for tag in list(ds.keys()):
-            tag = int(tag)
             group = tag >> 16
             element = tag & 0xFFFF
             if group in removed_groups:

@@ -60,7 +60,7 @@ ACCEPTED_TRANSFER_SYNTAXES = frozenset(
         "1.2.840.10008.1.2.5",  # RLE Lossless
     }
 )
-PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
 
@@ -286,7 +286,8 @@ def open_source(src: BinaryIO) -> tuple[BinaryIO, int]:
         raise Rejection("empty")
     if size <= SMALL_FILE:
         return io.BytesIO(src.read()), size
-    return io.BufferedReader(CappedReader(src, size), 1024 * 1024), size
+    # not wrapped in io.BufferedReader: pydicom would take that for a named file on disk
+    return CappedReader(src, size), size
 
 
 def parse(src: BinaryIO) -> Parsed:
