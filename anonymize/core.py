@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from functools import lru_cache
 from typing import BinaryIO
 
@@ -146,7 +147,27 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
         _string(ds, "SeriesInstanceUID") or None,
         sop_instance,
         profile.ordered(),
+        _string(ds, "BodyPartExamined") or None,
+        _string(ds, "PatientSex") or None,
+        _age_years(_string(ds, "PatientAge")),
+        _year(_string(ds, "StudyDate")),
     )
+
+
+_AGE = re.compile(r"^(\d{3})([DWMY])$")
+_DAYS_PER_UNIT = {"D": 1, "W": 7, "M": 30.4375, "Y": 365.25}
+
+
+def _age_years(value: str) -> int | None:
+    """Whole years of an AS value ("052Y", "006M"); None when absent or not an age."""
+    match = _AGE.match(value)
+    if not match:
+        return None
+    return int(int(match.group(1)) * _DAYS_PER_UNIT[match.group(2)] // 365.25)
+
+
+def _year(value: str) -> int | None:
+    return int(value[:4]) if re.match(r"^\d{8}$", value) and value[:4] != "0000" else None
 
 
 REVIEW_ORDER = ("burned_in_annotation", "recognizable_features", "ultrasound",

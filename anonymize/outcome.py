@@ -27,6 +27,11 @@ class Outcome:
     series_instance_uid: str | None
     sop_instance_uid: str | None
     options: tuple[str, ...] = ()
+    # de-identified metadata for cohort selection (values as written to the output)
+    body_part: str | None = None
+    patient_sex: str | None = None
+    patient_age_years: int | None = None
+    study_year: int | None = None  # of the output's StudyDate: shifted when dates are modified
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready view (used by the CLI report)."""
@@ -40,6 +45,10 @@ class Outcome:
             "series_instance_uid": self.series_instance_uid,
             "sop_instance_uid": self.sop_instance_uid,
             "options": list(self.options),
+            "body_part": self.body_part,
+            "patient_sex": self.patient_sex,
+            "patient_age_years": self.patient_age_years,
+            "study_year": self.study_year,
         }
 
 
