@@ -255,6 +255,10 @@ def _donated_file(
         study_instance_uid=deid.study_instance_uid if deid else None,
         series_instance_uid=deid.series_instance_uid if deid else None,
         sop_instance_uid=deid.sop_instance_uid if deid else None,
+        body_part=deid.body_part if deid else None,
+        patient_sex=deid.patient_sex if deid else None,
+        patient_age_years=deid.patient_age_years if deid else None,
+        study_year=deid.study_year if deid else None,
     )
 
 

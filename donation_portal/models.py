@@ -86,6 +86,10 @@ class DonatedFile(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(String(64))
     series_instance_uid: Mapped[str | None] = mapped_column(String(64))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    body_part: Mapped[str | None] = mapped_column(String(16))
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
+    patient_age_years: Mapped[int | None] = mapped_column(Integer)
+    study_year: Mapped[int | None] = mapped_column(Integer)  # of the de-identified (shifted) date
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -226,6 +230,10 @@ class ReleaseItem(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(String(64))
     series_instance_uid: Mapped[str | None] = mapped_column(String(64))
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    body_part: Mapped[str | None] = mapped_column(String(16))
+    patient_sex: Mapped[str | None] = mapped_column(String(16))
+    patient_age_years: Mapped[int | None] = mapped_column(Integer)
+    study_year: Mapped[int | None] = mapped_column(Integer)
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
 

@@ -31,6 +31,15 @@ class ManifestItemSchema(Schema):
     study_instance_uid = fields.String(allow_none=True)
     series_instance_uid = fields.String(allow_none=True)
     sop_instance_uid = fields.String(allow_none=True)
+    body_part = fields.String(allow_none=True)
+    patient_sex = fields.String(allow_none=True)
+    patient_age_years = fields.Integer(allow_none=True)
+    study_year = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Year of the de-identified study date (shifted by the donor's offset)"
+        },
+    )
     size = fields.Integer()
     sha256 = fields.String()
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 import consent as consents
@@ -55,8 +55,7 @@ def eligible_files(
         )
         .order_by(DonatedFile.id)
     )
-    if modalities := filters.get("modalities"):
-        query = query.where(DonatedFile.modality.in_(modalities))
+    query = _filtered(query, filters)
     files = list(session.scalars(query))
     excluded = consents.excluded_ids(session)
     allowed: dict[str, bool] = {}
@@ -65,6 +64,27 @@ def eligible_files(
         diseases = _diseases(session, consent_id)
         allowed[consent_id] = bool(duo_matching.permits(terms, wanted, diseases))
     return [f for f in files if allowed.get(f.consent_id, False)]
+
+
+def _filtered(query: Select, filters: Mapping[str, Any]) -> Select:
+    """Cohort filters: lists match any listed value; ranges are inclusive, and a file without
+    the value (say, no age in its header) does not match a range that asks for one."""
+    for key, column in (
+        ("modalities", DonatedFile.modality),
+        ("body_parts", DonatedFile.body_part),
+        ("sexes", DonatedFile.patient_sex),
+    ):
+        if values := filters.get(key):
+            query = query.where(column.in_(values))
+    for key, column in (
+        ("age", DonatedFile.patient_age_years),
+        ("study_year", DonatedFile.study_year),
+    ):
+        if (low := filters.get(f"{key}_min")) is not None:
+            query = query.where(column >= low)
+        if (high := filters.get(f"{key}_max")) is not None:
+            query = query.where(column <= high)
+    return query
 
 
 def _diseases(session: Session, consent_id: str) -> set[str]:

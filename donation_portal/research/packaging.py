@@ -26,6 +26,10 @@ MANIFEST_FIELDS = (
     "study_instance_uid",
     "series_instance_uid",
     "sop_instance_uid",
+    "body_part",
+    "patient_sex",
+    "patient_age_years",
+    "study_year",
     "size",
     "sha256",
 )

@@ -37,6 +37,8 @@ from donation_portal.models import (
 from donation_portal.research.eligibility import eligible_files
 from storage import ObjectStore, parse_public_key
 
+COHORT_FIELDS = ("body_part", "patient_sex", "patient_age_years", "study_year")
+
 
 class ResearchError(Exception):
     """A refused research action; the message is safe to show. ``status`` is the HTTP code."""
@@ -157,6 +159,7 @@ def _freeze(session: Session, request: AccessRequest, steward: User, expiry: dat
                 study_instance_uid=donated.study_instance_uid,
                 series_instance_uid=donated.series_instance_uid,
                 sop_instance_uid=donated.sop_instance_uid,
+                **{field: getattr(donated, field) for field in COHORT_FIELDS},
                 size=stored.size,
                 sha256=stored.sha256,
             )
@@ -281,6 +284,7 @@ def manifest(release: Release) -> list[dict[str, Any]]:
             "study_instance_uid": item.study_instance_uid,
             "series_instance_uid": item.series_instance_uid,
             "sop_instance_uid": item.sop_instance_uid,
+            **{field: getattr(item, field) for field in COHORT_FIELDS},
             "size": item.size,
             "sha256": item.sha256,
         }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from consent import duo_matching
 
@@ -33,8 +35,30 @@ class UseSchema(Schema):
     methods_development = fields.Boolean(load_default=False)
 
 
+_CS = validate.Regexp(r"^[A-Z0-9_ ]{1,16}$", error="Not a DICOM code string.")
+_AGE = validate.Range(min=0, max=150)
+_YEAR = validate.Range(min=1800, max=2200)
+
+
 class FilterSchema(Schema):
-    modalities = fields.List(fields.String(validate=validate.Length(max=16)), load_default=list)
+    """Cohort filters on de-identified metadata; an empty filter selects everything."""
+
+    modalities = fields.List(fields.String(validate=_CS), load_default=list)
+    body_parts = fields.List(fields.String(validate=_CS), load_default=list)
+    sexes = fields.List(
+        fields.String(validate=validate.OneOf(("F", "M", "O"), error="Sex is F, M or O.")),
+        load_default=list,
+    )
+    age_min = fields.Integer(load_default=None, allow_none=True, validate=_AGE)
+    age_max = fields.Integer(load_default=None, allow_none=True, validate=_AGE)
+    study_year_min = fields.Integer(load_default=None, allow_none=True, validate=_YEAR)
+    study_year_max = fields.Integer(load_default=None, allow_none=True, validate=_YEAR)
+
+    @validates_schema
+    def _ranges(self, data: dict[str, Any], **_: Any) -> None:
+        for low, high in (("age_min", "age_max"), ("study_year_min", "study_year_max")):
+            if data.get(low) is not None and data.get(high) is not None and data[low] > data[high]:
+                raise ValidationError("The lower bound is above the upper bound.", high)
 
 
 class RequestSchema(Schema):

@@ -20,6 +20,7 @@ from flask import (
 )
 from flask_login import current_user
 from marshmallow import ValidationError
+from werkzeug.datastructures import MultiDict
 
 from donation_portal import services
 from donation_portal.db import get_session
@@ -77,19 +78,38 @@ def _request_data() -> dict[str, Any]:
             **{flag: form.get(flag) == "yes" for flag in ("commercial", "publishes")},
             "not_for_profit": form.get("not_for_profit") == "yes",
         },
-        "filters": {"modalities": [m for m in form.getlist("modalities") if m]},
+        "filters": {
+            **{name: _codes(form, name) for name in ("modalities", "body_parts")},
+            "sexes": [s for s in form.getlist("sexes") if s],
+            **{
+                bound: form.get(bound) or None
+                for bound in ("age_min", "age_max", "study_year_min", "study_year_max")
+            },
+        },
     }
+
+
+def _codes(form: Any, name: str) -> list[str]:
+    """Code strings from a text field ("CT, MR") or repeated fields, upper-cased as DICOM has
+    them."""
+    found = []
+    for value in form.getlist(name):
+        found += [part.strip().upper() for part in value.replace(";", ",").split(",")]
+    return [code for code in found if code]
 
 
 @researcher_bp.route("/requests/new", methods=["GET", "POST"])
 @role_required("researcher")
 def new_request() -> Any:
     if request.method == "GET":
-        return render_template("researcher/request.html")
+        return render_template("researcher/request.html", form=MultiDict())
     try:
         data = RequestSchema().load(_request_data())
     except ValidationError as error:
-        return render_template("researcher/request.html", errors=first_errors(error)), 422
+        page = render_template(
+            "researcher/request.html", errors=first_errors(error), form=request.form
+        )
+        return page, 422
     session = get_session()
     if request.form.get("action") == "count":
         matched = count(eligible_files(session, data["use"], data["filters"]))

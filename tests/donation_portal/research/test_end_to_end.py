@@ -162,6 +162,8 @@ def test_releases_hold_exactly_the_eligible_files_and_honour_withdrawal(
 
     csv_manifest = researchers["company"].get(f"/researcher/releases/{release.id}/manifest.csv")
     assert release.items[0].sop_instance_uid in csv_manifest
+    header = csv_manifest.splitlines()[0].split(",")
+    assert {"body_part", "patient_sex", "patient_age_years", "study_year"} <= set(header)
     academic = by_name["academic"]
     tar = researchers["academic"].client.get(f"/researcher/releases/{academic.id}/release.tar")
     assert tar.status_code == 200
@@ -179,6 +181,8 @@ def test_releases_hold_exactly_the_eligible_files_and_honour_withdrawal(
     assert [r["id"] for r in api.get("/api/releases", headers=bearer).get_json()] == [release.id]
     items = api.get(f"/api/releases/{release.id}/manifest", headers=bearer).get_json()["items"]
     assert [i["sop_instance_uid"] for i in items] == [release.items[0].sop_instance_uid]
+    assert (items[0]["patient_sex"], items[0]["patient_age_years"]) == ("O", 0)  # CT_small
+    assert items[0]["study_year"] == release.items[0].study_year < 2004  # shifted
     assert api.get(f"/api/releases/{academic.id}/manifest", headers=bearer).status_code == 404
 
     withdrawn = general_donor.submit(
