@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -10,15 +13,17 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Response, abort, g, jsonify, request, stream_with_context
 from flask_login import current_user
-from marshmallow import Schema, fields
+from marshmallow import Schema, ValidationError, fields, validate
 
 from donation_portal import services
 from donation_portal.db import get_session
-from donation_portal.models import User
+from donation_portal.models import AccessRequest, User
 from donation_portal.research import releases, tokens
-from donation_portal.research.schemas import RequestSchema
+from donation_portal.research.eligibility import count, eligible_files
+from donation_portal.research.schemas import FilterSchema, RequestSchema, UseSchema
 from donation_portal.security import csrf
 
+ETHICS_MAX_BASE64 = 4 * (10 * 1024 * 1024) // 3 + 4  # a 10 MiB document, base64-encoded
 bp = Blueprint("research_api", __name__, url_prefix="/api")
 csrf.exempt(bp)
 
@@ -66,6 +71,42 @@ class NoticeSchema(Schema):
 class ProblemSchema(Schema):
     status = fields.Integer()
     detail = fields.String()
+    errors = fields.Dict(metadata={"description": "Per-field messages of a 422"})
+
+
+class ApiRequestSchema(RequestSchema):
+    """An access request as the API takes it: the ethics approval document travels base64."""
+
+    ethics_document = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=ETHICS_MAX_BASE64),
+        metadata={"description": "The ethics approval (e.g. a PDF), base64, up to 10 MiB"},
+    )
+
+
+class PreviewSchema(Schema):
+    use = fields.Nested(UseSchema, required=True)
+    filters = fields.Nested(FilterSchema, load_default=dict)
+
+
+class MatchCountSchema(Schema):
+    donors = fields.Integer()
+    studies = fields.Integer()
+    files = fields.Integer()
+
+
+class AccessRequestOutSchema(Schema):
+    id = fields.String()
+    title = fields.String()
+    status = fields.String()
+    reason = fields.String(allow_none=True)
+    use = fields.Dict()
+    filters = fields.Dict()
+    ethics_document = fields.Boolean(attribute="has_ethics")
+    created_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+    release_id = fields.String(allow_none=True)
 
 
 def _researcher() -> User:
@@ -91,6 +132,76 @@ def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
         return view(*args, **kwargs)
 
     return wrapped
+
+
+def _load(schema: Schema) -> dict[str, Any]:
+    """The JSON body validated by ``schema``; a 422 problem naming each bad field otherwise."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(_problem(422, "The body must be a JSON object."))
+    try:
+        return schema.load(body)  # type: ignore[no-any-return]
+    except ValidationError as error:
+        abort(_problem(422, "The request is not valid.", error.messages))
+
+
+def _problem(status: int, detail: str, errors: Any = None) -> Response:
+    body: dict[str, Any] = {"status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _request_out(access: AccessRequest) -> dict[str, Any]:
+    release = releases.release_of(get_session(), access.id)
+    shown = {
+        "id": access.id,
+        "title": access.title,
+        "status": access.status,
+        "reason": access.reason,
+        "use": access.use,
+        "filters": access.filters,
+        "has_ethics": access.ethics_object_id is not None,
+        "created_at": access.created_at,
+        "decided_at": access.decided_at,
+        "release_id": release.id if release is not None else None,
+    }
+    return AccessRequestOutSchema().dump(shown)  # type: ignore[no-any-return]
+
+
+@bp.get("/requests")
+@token_required
+def list_requests() -> Response:
+    return jsonify([_request_out(r) for r in releases.requests_of(get_session(), _researcher())])
+
+
+@bp.post("/requests")
+@token_required
+def create_request() -> tuple[Response, int]:
+    data = _load(ApiRequestSchema())
+    encoded = data.pop("ethics_document")
+    ethics = None
+    if encoded:
+        try:
+            ethics = io.BytesIO(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            abort(_problem(422, "The ethics document is not valid base64."))
+    session = get_session()
+    access = releases.submit_request(
+        session, _researcher(), **data, ethics=ethics, store=services.object_store(session)
+    )
+    return jsonify(_request_out(access)), 201
+
+
+@bp.post("/requests/preview")
+@token_required
+def preview_request() -> Response:
+    """How many donors, studies and files a use and filters match now, before submitting."""
+    data = _load(PreviewSchema())
+    matched = count(eligible_files(get_session(), data["use"], data["filters"]))
+    return jsonify(MatchCountSchema().dump(matched))
 
 
 @bp.get("/releases")
@@ -138,7 +249,13 @@ def acknowledge(notice_id: int) -> tuple[str, int]:
     return "", 204
 
 
-def _operation(summary: str, schema: str | None, content: str = "application/json") -> dict:
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(
+    summary: str, schema: str | None, content: str = "application/json", status: str = "200"
+) -> dict:
     ok: dict[str, Any] = {"description": "OK"}
     if schema is not None:
         ok["content"] = {content: {"schema": schema}}
@@ -147,10 +264,11 @@ def _operation(summary: str, schema: str | None, content: str = "application/jso
         "summary": summary,
         "security": [{"token": []}],
         "responses": {
-            "200": ok,
+            status: ok,
             "401": {"description": "No or unknown token", **problem},
             "404": {"description": "Not yours or not found", **problem},
             "410": {"description": "Expired or withdrawn", **problem},
+            "422": {"description": "Invalid body, or no data matches", **problem},
         },
     }
 
@@ -168,9 +286,31 @@ def openapi_document() -> dict[str, Any]:
         ("Manifest", ManifestSchema),
         ("Notice", NoticeSchema),
         ("Problem", ProblemSchema),
-        ("AccessRequest", RequestSchema),
+        ("NewAccessRequest", ApiRequestSchema),
+        ("AccessRequest", AccessRequestOutSchema),
+        ("Preview", PreviewSchema),
+        ("MatchCount", MatchCountSchema),
     ):
         spec.components.schema(name, schema=schema)
+    spec.path(
+        "/api/requests",
+        operations={
+            "get": _operation("Your access requests", "AccessRequest"),
+            "post": {
+                **_operation("Submit an access request", "AccessRequest", status="201"),
+                "requestBody": _body("NewAccessRequest"),
+            },
+        },
+    )
+    spec.path(
+        "/api/requests/preview",
+        operations={
+            "post": {
+                **_operation("Count the donors, studies and files a use matches", "MatchCount"),
+                "requestBody": _body("Preview"),
+            }
+        },
+    )
     spec.path("/api/releases", operations={"get": _operation("Your releases", "Release")})
     spec.path(
         "/api/releases/{release_id}/manifest",
