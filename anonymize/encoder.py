@@ -26,11 +26,12 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
 ASCII_TEXT_CODECS = frozenset({"iso8859", "latin_1", "UTF8"})  # pydicom's names
+KNOWN_VRS = frozenset(str(vr) for vr in VR)
 LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 UNDEFINED = 0xFFFFFFFF
 ITEM_LE, ITEM_BE = b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00"
@@ -79,7 +80,7 @@ class _Encoder:
         if elem.is_raw:
             value = elem.value
             if (isinstance(value, bytes) and elem.length != UNDEFINED
-                    and (vr is not None or self.implicit)
+                    and (vr in KNOWN_VRS or (vr is None and self.implicit))
                     and (self.implicit or vr in LONG_VRS or len(value) <= 0xFFFF)):
                 return self.header(elem.tag, vr or "", len(value)) + value
             return self._element_by_pydicom(elem, encoding)

@@ -30,6 +30,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
+from pydicom.valuerep import VR
 
 from anonymize import dates, descriptors, keys, tables
 from anonymize.outcome import Rejection
@@ -56,6 +57,7 @@ DUMMY: dict[str, object] = {
 BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 MAX_DUMMY_BYTES = 4096
 DUMMY_URI = "urn:anonymized"
+KNOWN_VRS = frozenset(str(vr) for vr in VR)
 SIMPLE_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6"})
 
 
@@ -81,7 +83,11 @@ class Context:
 
 
 def _vr_of(tag: int, elem: DataElement | RawDataElement) -> str:
+    """The element's VR; a VR that is not DICOM's is a malformed file, not one to guess at
+    (its value would escape the rules by VR, and could not be written back)."""
     vr = elem.VR
+    if vr and vr not in KNOWN_VRS:
+        raise Rejection("malformed")
     if vr and vr != "UN":
         return str(vr)
     if tag & 0x10000:

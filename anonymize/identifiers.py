@@ -8,6 +8,7 @@ written forms.
 from __future__ import annotations
 
 import re
+import string
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -43,6 +44,7 @@ ID_TAGS = (
 )
 DATE_TAGS = (0x00100030,)  # Patient's Birth Date
 MIN_PART = 2
+_PADDING = string.whitespace + "\x00"  # a value padded with tabs or CR/LF is still this value
 _SPLIT = re.compile(r"[\^=,\s\\]+")
 
 
@@ -60,7 +62,7 @@ def _strings(ds: Dataset, tag: int, simple_charset: bool) -> list[str]:
         # Only a multi-valued element is a list: a PersonName is iterable too, but one value.
         values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
         out = [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in values]
-    return [v for v in (text.strip(" \x00") for text in out) if v]
+    return [v for v in (text.strip(_PADDING) for text in out) if v]
 
 
 def _useful_part(part: str) -> bool:

@@ -125,6 +125,26 @@ def bad_deflate() -> bytes:
     return _meta_only(DeflatedExplicitVRLittleEndian) + b"\xff\xfe\xfd not deflate at all"
 
 
+def _with_vr(data: bytes, tag: tuple[int, int], vr: bytes, bogus: bytes) -> bytes:
+    at = data.index(struct.pack("<HH", *tag) + vr)
+    return data[: at + 4] + bogus + data[at + 6 :]
+
+
+def bogus_vr_removed() -> bytes:
+    """An element the profile empties, declared with a VR DICOM does not have."""
+    return _with_vr(part10(ct_dataset(AccessionNumber="ACC123")), (0x0008, 0x0050), b"SH", b"SX")
+
+
+def bogus_vr_text() -> bytes:
+    """Text outside the table under a made-up VR would escape the rules by VR."""
+    source = ct_dataset(ManufacturerModelName="Scanner of Johnathan Doe")
+    return _with_vr(part10(source), (0x0008, 0x1090), b"LO", b"LX")
+
+
+def bogus_vr_binary() -> bytes:
+    return _with_vr(part10(ct_dataset()), (0x0028, 0x0002), b"US", b"U\x99")
+
+
 CASES = {
     "zip_bomb": (zip_bomb, {"inflation_limit"}),
     "deep_nesting": (deep_nesting, {"too_deep"}),
@@ -137,6 +157,9 @@ CASES = {
     "truncated_pixels": (truncated, {"truncated"}),
     "truncated_header": (truncated_in_header, {"truncated", "malformed"}),
     "dicomdir": (dicomdir, {"dicomdir"}),
+    "bogus_vr_removed": (bogus_vr_removed, {"malformed"}),
+    "bogus_vr_text": (bogus_vr_text, {"malformed"}),
+    "bogus_vr_binary": (bogus_vr_binary, {"malformed"}),
     "unsupported_transfer_syntax": (unsupported_syntax, {"unsupported_transfer_syntax"}),
     "missing_transfer_syntax": (lambda: _no_ts(), {"missing_transfer_syntax"}),
     "bad_deflate": (bad_deflate, {"malformed", "truncated"}),

@@ -204,3 +204,11 @@ def test_documents_reports_and_raw_data_are_rejected(sop_class: str, code: str) 
     result = run(part10(ds))
     assert result.outcome.verdict == "rejected"
     assert result.outcome.reason_code == code
+
+
+@pytest.mark.parametrize("padding", ["\t", "\r\n", "\n", " \x00"])
+def test_an_identifier_padded_with_whitespace_is_still_found_in_kept_text(padding: str) -> None:
+    ds = ct_dataset(ImageType=["ORIGINAL", "PRIMARY", PATIENT_ID])  # CS: only own IDs go
+    ds.PatientID = PATIENT_ID + padding
+    result = run(part10(ds))
+    assert PATIENT_ID.encode() not in result.data
