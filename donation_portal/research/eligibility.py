@@ -7,7 +7,7 @@ and the consent's DUO terms permit the use (``consent.duo_matching``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,13 +57,24 @@ def eligible_files(
     )
     query = _filtered(query, filters)
     files = list(session.scalars(query))
-    excluded = consents.excluded_ids(session)
-    allowed: dict[str, bool] = {}
-    for consent_id in {f.consent_id for f in files} - excluded:
+    allowed = permitting(session, {f.consent_id for f in files}, wanted)
+    return [f for f in files if f.consent_id in allowed]
+
+
+def permitting(
+    session: Session, consent_ids: Collection[str], wanted: duo_matching.ResearchUse
+) -> set[str]:
+    """The consents among ``consent_ids`` in force now whose DUO terms permit ``wanted``.
+
+    Checked again at every download: withdrawing one module (say, commercial use) keeps the
+    consent in force but can take a release's use away from it.
+    """
+    allowed = set()
+    for consent_id in set(consent_ids) - consents.excluded_ids(session):
         terms = consents.duo_terms(session, consent_id)
-        diseases = _diseases(session, consent_id)
-        allowed[consent_id] = bool(duo_matching.permits(terms, wanted, diseases))
-    return [f for f in files if allowed.get(f.consent_id, False)]
+        if duo_matching.permits(terms, wanted, _diseases(session, consent_id)):
+            allowed.add(consent_id)
+    return allowed
 
 
 def _filtered(query: Select, filters: Mapping[str, Any]) -> Select:

@@ -34,7 +34,7 @@ from donation_portal.models import (
     WithdrawalNotice,
     stored_info,
 )
-from donation_portal.research.eligibility import eligible_files
+from donation_portal.research.eligibility import eligible_files, permitting, research_use
 from storage import ObjectStore, parse_public_key
 
 COHORT_FIELDS = ("body_part", "patient_sex", "patient_age_years", "study_year")
@@ -201,7 +201,8 @@ def release_for(session: Session, release_id: str, user: User) -> Release:
 
 
 def downloadable(session: Session, release: Release) -> list[ReleaseItem]:
-    """The items still downloadable: their consent in force and their object not erased.
+    """The items still downloadable: their consent in force and still permitting the
+    request's use, and their object not erased.
 
     The donated files are locked (``FOR UPDATE`` on PostgreSQL), so a withdrawal that erases
     them waits for this transaction, and one committed before is seen here. Withdrawal takes
@@ -214,12 +215,19 @@ def downloadable(session: Session, release: Release) -> list[ReleaseItem]:
             .with_for_update()
         ).all()
     )
-    excluded = consents.excluded_ids(session)  # read after the lock: sees what it waited for
+    # read after the lock: sees the withdrawal it waited for
+    allowed = _still_permitting(session, release, {item.consent_id for item in release.items})
     return [
         item
         for item in release.items
-        if item.consent_id not in excluded and current.get(item.donated_file_id) == item.object_id
+        if item.consent_id in allowed and current.get(item.donated_file_id) == item.object_id
     ]
+
+
+def _still_permitting(session: Session, release: Release, consent_ids: set[str]) -> set[str]:
+    access = session.get(AccessRequest, release.request_id)
+    assert access is not None  # noqa: S101 - guaranteed by the foreign key
+    return permitting(session, consent_ids, research_use(access.use))
 
 
 @dataclass(frozen=True)
@@ -336,6 +344,32 @@ def record_withdrawal_notices(session: Session, event_id: int, consent_ids: list
         )
     session.flush()
     return len(by_release)
+
+
+def record_module_withdrawal_notices(
+    session: Session, event_id: int, consent_ids: list[str]
+) -> int:
+    """After a module withdrawal: one notice per release whose use the withdrawn module
+    covered, listing the files that release no longer holds; returns how many were made."""
+    items = list(
+        session.scalars(select(ReleaseItem).where(ReleaseItem.consent_id.in_(consent_ids)))
+    )
+    by_release: dict[str, list[ReleaseItem]] = {}
+    for item in items:
+        by_release.setdefault(item.release_id, []).append(item)
+    made = 0
+    for release_id, held in by_release.items():
+        release = session.get(Release, release_id)
+        assert release is not None  # noqa: S101 - guaranteed by the foreign key
+        allowed = _still_permitting(session, release, {item.consent_id for item in held})
+        lost = [item.sop_instance_uid or "" for item in held if item.consent_id not in allowed]
+        if lost:
+            session.add(
+                WithdrawalNotice(release_id=release_id, event_id=event_id, sop_instance_uids=lost)
+            )
+            made += 1
+    session.flush()
+    return made
 
 
 def notices_for(session: Session, user: User) -> list[WithdrawalNotice]:

@@ -76,7 +76,7 @@ def _released_file(session: Session) -> str:
             researcher_id=researcher.id,
             title="t",
             abstract="a",
-            use={"purpose": "health"},
+            use={"purpose": "health", "publishes": True},  # what the consent permits
             filters={},
         )
     )
