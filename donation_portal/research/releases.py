@@ -7,6 +7,8 @@ same transaction.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import logging
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -35,9 +37,13 @@ from donation_portal.models import (
     stored_info,
 )
 from donation_portal.research.eligibility import eligible_files, permitting, research_use
-from storage import ObjectStore, parse_public_key
+from storage import IntegrityError, KeyUnavailable, ObjectStore, parse_public_key
+from storage.c4gh_format import ciphertext_length
 
 COHORT_FIELDS = ("body_part", "patient_sex", "patient_age_years", "study_year")
+
+
+log = logging.getLogger(__name__)
 
 
 class ResearchError(Exception):
@@ -232,8 +238,11 @@ def _still_permitting(session: Session, release: Release, consent_ids: set[str])
 
 @dataclass(frozen=True)
 class Download:
+    """One re-encrypted file: ``length`` is exact, so a download cut short by a failed
+    integrity check (the stream stops before its last chunk) is seen as incomplete."""
+
     name: str
-    size_hint: int
+    length: int
     chunks: Iterator[bytes]
 
 
@@ -247,7 +256,16 @@ def download_item(
     assert profile is not None  # noqa: S101 - a release needs a profile
     stored = session.get(StoredObject, item.object_id)
     assert stored is not None  # noqa: S101 - checked by downloadable()
-    chunks = store.reencrypt_for(stored_info(stored), profile.public_key)
+    try:
+        chunks = store.reencrypt_for(stored_info(stored), profile.public_key)
+        header = next(chunks)  # key and header errors surface here, before a response starts
+    except (IntegrityError, KeyUnavailable):
+        log.error("release %s item %s failed its integrity check", release.id, position)
+        raise ResearchError(
+            "This file failed its integrity check and was not sent. The data stewards have "
+            "been told; please try again later.",
+            500,
+        ) from None
     _audit(
         session,
         "release.downloaded",
@@ -256,7 +274,11 @@ def download_item(
         release.id,
         {"position": position},
     )
-    return Download(_file_name(item), item.size, chunks)
+    return Download(
+        _file_name(item),
+        len(header) + ciphertext_length(item.size),
+        itertools.chain([header], chunks),
+    )
 
 
 def release_members(

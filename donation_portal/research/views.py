@@ -133,6 +133,7 @@ def download(release_id: str, position: int) -> Response:
     )
     response = Response(stream_with_context(found.chunks), mimetype="application/octet-stream")
     response.headers["Content-Disposition"] = f'attachment; filename="{found.name}"'
+    response.headers["Content-Length"] = str(found.length)
     return response
 
 
