@@ -62,6 +62,7 @@ def withdraw(
             affected = sorted({event.consent_id for event in outcome})
             record_module_withdrawal_notices(session, outcome[0].id, affected)
         return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0)
+    lock_files(session, outcome.consent_ids)  # the superseded consents it withdrew too
     record_withdrawal_notices(session, outcome.event.id, outcome.consent_ids)
     erased = 0
     if outcome.mode == consents.ERASE:

@@ -45,12 +45,17 @@ def manifest_csv(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def tar_stream(
-    members: Iterable[tuple[str, int, Callable[[], Iterator[bytes]]]],
+    members: Iterable[tuple[str, int, Callable[[], Iterator[bytes] | None]]],
 ) -> Iterator[bytes]:
-    """A tar of ``(name, plaintext size, open re-encrypted chunks)`` members, streamed."""
+    """A tar of ``(name, plaintext size, open re-encrypted chunks)`` members, streamed.
+
+    A member whose opener returns None (withdrawn since the tar started) is left out.
+    """
     now = int(time.time())
     for name, plain_size, open_chunks in members:
         chunks = open_chunks()
+        if chunks is None:
+            continue
         header = next(chunks)
         size = len(header) + ciphertext_length(plain_size)
         info = tarfile.TarInfo(name)

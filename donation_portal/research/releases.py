@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import logging
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -206,7 +206,9 @@ def release_for(session: Session, release_id: str, user: User) -> Release:
     return release
 
 
-def downloadable(session: Session, release: Release) -> list[ReleaseItem]:
+def downloadable(
+    session: Session, release: Release, items: list[ReleaseItem] | None = None
+) -> list[ReleaseItem]:
     """The items still downloadable: their consent in force and still permitting the
     request's use, and their object not erased.
 
@@ -214,18 +216,19 @@ def downloadable(session: Session, release: Release) -> list[ReleaseItem]:
     them waits for this transaction, and one committed before is seen here. Withdrawal takes
     the same locks (``withdrawal.lock_files``), so a "stop future use" serialises the same way.
     """
+    items = release.items if items is None else items
     current = dict(
         session.execute(
             select(DonatedFile.id, DonatedFile.object_id)
-            .where(DonatedFile.id.in_([item.donated_file_id for item in release.items]))
+            .where(DonatedFile.id.in_([item.donated_file_id for item in items]))
             .with_for_update()
         ).all()
     )
     # read after the lock: sees the withdrawal it waited for
-    allowed = _still_permitting(session, release, {item.consent_id for item in release.items})
+    allowed = _still_permitting(session, release, {item.consent_id for item in items})
     return [
         item
-        for item in release.items
+        for item in items
         if item.consent_id in allowed and current.get(item.donated_file_id) == item.object_id
     ]
 
@@ -283,21 +286,41 @@ def download_item(
 
 def release_members(
     session: Session, store: ObjectStore, release: Release, user: User
-) -> list[tuple[str, int, Any]]:
-    """What the tar of the whole release holds: every item still downloadable."""
+) -> list[tuple[str, int, Callable[[], Iterator[bytes] | None]]]:
+    """What the tar of the whole release holds: every item downloadable when it starts.
+
+    Each member is checked again just before it is opened (``open_member``): a tar of
+    thousands of files streams for a long time, and a withdrawal committed meanwhile must
+    keep the files not yet sent out of it.
+    """
     profile = session.get(ResearcherProfile, user.id)
     assert profile is not None  # noqa: S101 - a release needs a profile
-    members = []
     key = profile.public_key
-    for item in downloadable(session, release):
-        stored = session.get(StoredObject, item.object_id)
-        assert stored is not None  # noqa: S101 - checked by downloadable()
-        info = stored_info(stored)
-        members.append(
-            (_file_name(item), item.size, lambda info=info: store.reencrypt_for(info, key))
+    members = [
+        (
+            _file_name(item),
+            item.size,
+            lambda item=item: open_member(session, store, release, item, key),
         )
+        for item in downloadable(session, release)
+    ]
     _audit(session, "release.downloaded", user, "release", release.id, {"tar": len(members)})
     return members
+
+
+def open_member(
+    session: Session, store: ObjectStore, release: Release, item: ReleaseItem, key: bytes
+) -> Iterator[bytes] | None:
+    """The re-encrypted chunks of one tar member, or None if it is no longer downloadable.
+
+    Takes the item's row lock (see ``downloadable``); the caller commits once the member is
+    open, so the lock is held only while that member is prepared.
+    """
+    if not downloadable(session, release, [item]):
+        return None
+    stored = session.get(StoredObject, item.object_id)
+    assert stored is not None  # noqa: S101 - checked by downloadable()
+    return store.reencrypt_for(stored_info(stored), key)
 
 
 def _file_name(item: ReleaseItem) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -20,6 +21,7 @@ from flask import (
 )
 from flask_login import current_user
 from marshmallow import ValidationError
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from donation_portal import services
@@ -35,6 +37,22 @@ from donation_portal.security import role_required
 researcher_bp = Blueprint("research", __name__, url_prefix="/researcher")
 steward_bp = Blueprint("research_steward", __name__, url_prefix="/steward/requests")
 STAFF = ("steward", "admin")
+
+
+def committing_each(
+    session: Session, members: list[tuple[str, int, Callable[[], Iterator[bytes] | None]]]
+) -> Iterator[tuple[str, int, Callable[[], Iterator[bytes] | None]]]:
+    """Tar members whose opening is its own transaction: the member's row lock is released
+    as soon as it is open, and the next member sees withdrawals committed since."""
+    for name, size, open_member in members:
+
+        def opened(open_member: Callable[[], Iterator[bytes] | None] = open_member) -> Any:
+            try:
+                return open_member()
+            finally:
+                session.commit()
+
+        yield name, size, opened
 
 
 def refused(error: releases.ResearchError) -> tuple[Any, int]:
@@ -145,7 +163,10 @@ def download_tar(release_id: str) -> Response:
     members = releases.release_members(
         session, services.object_store(session), release, current_user.user
     )
-    response = Response(stream_with_context(tar_stream(members)), mimetype="application/x-tar")
+    response = Response(
+        stream_with_context(tar_stream(committing_each(session, members))),
+        mimetype="application/x-tar",
+    )
     response.headers["Content-Disposition"] = f'attachment; filename="{release.id}.tar"'
     return response
 
