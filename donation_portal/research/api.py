@@ -183,7 +183,7 @@ def create_request() -> tuple[Response, int]:
     data = _load(ApiRequestSchema())
     encoded = data.pop("ethics_document")
     ethics = None
-    if encoded:
+    if encoded is not None:
         try:
             ethics = io.BytesIO(base64.b64decode(encoded, validate=True))
         except (binascii.Error, ValueError):

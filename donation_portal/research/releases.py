@@ -87,7 +87,7 @@ def submit_request(
         raise ResearchError("Upload your Crypt4GH public key on your profile first.")
     if not eligible_files(session, use, filters):
         raise ResearchError("No donated data matches this use and these filters.", 422)
-    use = {**use, "ethics_approved": ethics is not None}
+    use = {**use, "ethics_approved": ethics is not None}  # a steward reads it before approving
     request = AccessRequest(
         id=secrets.token_urlsafe(12),
         researcher_id=researcher.id,
@@ -98,6 +98,9 @@ def submit_request(
         status=REQUEST_SUBMITTED,
     )
     if ethics is not None and store is not None:
+        if not ethics.read(1):
+            raise ResearchError("The ethics approval document is empty.", 422)
+        ethics.seek(0)
         scope = f"ethics-{request.id}"
         store.ensure_scope(scope)
         info = store.put(scope, ethics)
@@ -175,6 +178,19 @@ def _freeze(session: Session, request: AccessRequest, steward: User, expiry: dat
     detail = {"release_id": release.id, "files": len(files)}
     _audit(session, "release.created", steward, "access_request", request.id, detail)
     return release
+
+
+def ethics_document(session: Session, store: ObjectStore, request_id: str, steward: User) -> bytes:
+    """The ethics approval of a request, for the steward reviewing it (audited)."""
+    request = session.get(AccessRequest, request_id)
+    if request is None or request.ethics_object_id is None:
+        raise ResearchError("This request has no ethics approval document.", 404)
+    stored = session.get(StoredObject, request.ethics_object_id)
+    assert stored is not None  # noqa: S101 - guaranteed by the foreign key
+    with store.open(stored_info(stored)) as reader:
+        data = reader.read()
+    _audit(session, "request.ethics_viewed", steward, "access_request", request.id, {})
+    return data
 
 
 def reject(session: Session, request_id: str, steward: User, reason: str) -> AccessRequest:

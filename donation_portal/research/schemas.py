@@ -34,6 +34,13 @@ class UseSchema(Schema):
     publishes = fields.Boolean(load_default=False)
     methods_development = fields.Boolean(load_default=False)
 
+    @validates_schema
+    def _disease_only_for_disease_research(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("disease") and data.get("purpose") != "disease":
+            raise ValidationError(
+                "A disease is named only for disease-specific research (DUO:0000007).", "disease"
+            )
+
 
 _CS = validate.Regexp(r"^[A-Z0-9_ ]{1,16}$", error="Not a DICOM code string.")
 _AGE = validate.Range(min=0, max=150)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from flask import (
@@ -26,7 +26,7 @@ from werkzeug.datastructures import MultiDict
 
 from donation_portal import services
 from donation_portal.db import get_session
-from donation_portal.models import ResearcherProfile
+from donation_portal.models import ResearcherProfile, User
 from donation_portal.research import releases, tokens
 from donation_portal.research.eligibility import count, eligible_files
 from donation_portal.research.packaging import manifest_csv, tar_stream
@@ -93,8 +93,10 @@ def _request_data() -> dict[str, Any]:
         "use": {
             "purpose": form.get("purpose", ""),
             "disease": form.get("disease") or None,
-            **{flag: form.get(flag) == "yes" for flag in ("commercial", "publishes")},
-            "not_for_profit": form.get("not_for_profit") == "yes",
+            **{
+                flag: form.get(flag) == "yes"
+                for flag in ("commercial", "publishes", "not_for_profit", "methods_development")
+            },
         },
         "filters": {
             **{name: _codes(form, name) for name in ("modalities", "body_parts")},
@@ -191,7 +193,26 @@ def queue() -> str:
     session = get_session()
     pending = releases.pending_requests(session)
     approvals = {r.id: releases.approvals_count(session, r.id) for r in pending}
-    return render_template("steward/requests.html", requests=pending, approvals=approvals)
+    people = {
+        r.id: (session.get(User, r.researcher_id), session.get(ResearcherProfile, r.researcher_id))
+        for r in pending
+    }
+    return render_template(
+        "steward/requests.html", requests=pending, approvals=approvals, people=people
+    )
+
+
+@steward_bp.get("/<request_id>/ethics")
+@role_required(*STAFF)
+def ethics_document(request_id: str) -> Response:
+    """The request's ethics approval, decrypted for the steward deciding on it (audited)."""
+    session = get_session()
+    data = releases.ethics_document(
+        session, services.object_store(session), request_id, current_user.user
+    )
+    response = Response(data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="ethics-{request_id}"'
+    return response
 
 
 @steward_bp.post("/<request_id>/decision")
@@ -208,7 +229,8 @@ def decide(request_id: str) -> Any:
         return redirect(url_for("research_steward.queue"), 303)
     if data["expires"] is None:
         raise releases.ResearchError("Please give the date the access expires.", 422)
-    expires = datetime.combine(data["expires"], time(), tzinfo=UTC)
+    # "access until" a day includes that day: it ends at the next midnight (UTC)
+    expires = datetime.combine(data["expires"] + timedelta(days=1), time(), tzinfo=UTC)
     needed = 2 if current_app.config["RESEARCH_FOUR_EYES"] else 1
     release = releases.approve(session, request_id, current_user.user, expires, needed)
     flash("Release created." if release else "Approved; a second steward must approve too.")

@@ -54,6 +54,8 @@ def test_a_researcher_previews_submits_and_lists_requests(
     ({**NEW, "title": ""}, "title"),
     ({**NEW, "filters": {"age_min": 50, "age_max": 10}}, "filters"),
     ({**NEW, "ethics_document": "@@@not base64@@@"}, None),
+    ({**NEW, "use": {**USE, "disease": "MONDO:0005015"}}, "use"),  # a disease, but not DS
+    ({**NEW, "ethics_document": ""}, None),
     ([1, 2, 3], None),
 ])
 def test_bad_bodies_are_422_problems(api: tuple[FlaskClient, dict[str, str]], body: object,

@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from donation_portal.models import DonatedFile, Donation
+from donation_portal.models import AccessRequest, DonatedFile, Donation
 
 from ..conftest import Browser
 from .test_end_to_end import CT, MR, _donate, _keygen, _login
@@ -95,3 +95,17 @@ def test_bad_filters_are_clear_errors(researcher: Browser) -> None:
                                  {**FORM, **filters, "action": "count"})
         assert page.status_code == 422, filters
         assert 'role="alert"' in page.get_data(as_text=True), filters
+
+
+def test_an_empty_ethics_document_is_refused(researcher: Browser) -> None:
+    empty = {"ethics": (io.BytesIO(b""), "approval.pdf")}
+    page = researcher.submit("/researcher/requests/new", {**FORM, "action": "submit", **empty})
+    assert page.status_code == 422
+    assert "ethics approval document is empty" in page.get_data(as_text=True)
+
+
+def test_methods_development_is_declared_on_the_form(researcher: Browser,
+                                                     db_session: Session) -> None:
+    form = {**FORM, "methods_development": "yes", "action": "submit"}
+    assert researcher.submit("/researcher/requests/new", form).status_code == 303
+    assert db_session.scalars(select(AccessRequest)).one().use["methods_development"] is True

@@ -128,6 +128,12 @@ def test_releases_hold_exactly_the_eligible_files_and_honour_withdrawal(
         select(AccessRequest).where(AccessRequest.ethics_object_id.is_not(None))
     ).one()
     assert ethics_request.use["ethics_approved"] is True
+    queue_page = stewards[0].get("/steward/requests/")
+    assert "academic@example.org" in queue_page and "academic lab" in queue_page
+    document = stewards[0].client.get(f"/steward/requests/{ethics_request.id}/ethics")
+    assert document.status_code == 200 and document.get_data() == ETHICS
+    assert researchers["academic"].client.get(
+        f"/steward/requests/{ethics_request.id}/ethics").status_code in (302, 403)
     assert "2 donor(s)" in disease  # not the asthma-only donor
 
     expires = (date.today() + timedelta(days=30)).isoformat()
