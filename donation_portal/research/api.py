@@ -20,6 +20,7 @@ from donation_portal.db import get_session
 from donation_portal.models import AccessRequest, User
 from donation_portal.research import releases, tokens
 from donation_portal.research.eligibility import count, eligible_files
+from donation_portal.research.packaging import committing_each, manifest_csv, tar_stream
 from donation_portal.research.schemas import FilterSchema, RequestSchema, UseSchema
 from donation_portal.security import csrf
 
@@ -237,6 +238,27 @@ def download(release_id: str, position: int) -> Response:
     return response
 
 
+@bp.get("/releases/<release_id>/release.tar")
+@token_required
+def download_tar(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    members = releases.release_members(
+        session, services.object_store(session), release, _researcher()
+    )
+    body = stream_with_context(tar_stream(committing_each(session, members)))
+    response = Response(body, mimetype="application/x-tar")
+    response.headers["Content-Disposition"] = f'attachment; filename="{release.id}.tar"'
+    return response
+
+
+@bp.get("/releases/<release_id>/manifest.csv")
+@token_required
+def manifest_csv_view(release_id: str) -> Response:
+    release = releases.release_for(get_session(), release_id, _researcher())
+    return Response(manifest_csv(releases.manifest(release)), mimetype="text/csv")
+
+
 @bp.get("/notices")
 @token_required
 def notices() -> Response:
@@ -255,23 +277,58 @@ def _body(schema: str) -> dict[str, Any]:
 
 
 def _operation(
-    summary: str, schema: str | None, content: str = "application/json", status: str = "200"
-) -> dict:
-    ok: dict[str, Any] = {"description": "OK"}
+    summary: str,
+    schema: str | dict[str, Any] | None,
+    *,
+    content: str = "application/json",
+    status: str = "200",
+    many: bool = False,
+    params: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One operation: its success response (``many``: an array of ``schema``), the problem
+    responses every endpoint can give, and its path parameters."""
+    ok: dict[str, Any] = {"description": "No content" if status == "204" else "OK"}
     if schema is not None:
-        ok["content"] = {content: {"schema": schema}}
+        body = {"type": "array", "items": schema} if many else schema
+        ok["content"] = {content: {"schema": body}}
     problem = {"content": {"application/json": {"schema": "Problem"}}}
     return {
         "summary": summary,
         "security": [{"token": []}],
+        "parameters": [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if name in INTEGER_PARAMS else "string"},
+            }
+            for name in params
+        ],
         "responses": {
             status: ok,
             "401": {"description": "No or unknown token", **problem},
+            "403": {"description": "Not a researcher's token", **problem},
             "404": {"description": "Not yours or not found", **problem},
+            "409": {"description": "Already done (e.g. acknowledged)", **problem},
             "410": {"description": "Expired or withdrawn", **problem},
             "422": {"description": "Invalid body, or no data matches", **problem},
+            "500": {"description": "A stored file failed its integrity check", **problem},
         },
     }
+
+
+INTEGER_PARAMS = frozenset({"position", "notice_id"})
+BINARY = {"type": "string", "format": "binary"}
+SCHEMAS = (
+    ("Release", ReleaseSchema),
+    ("Manifest", ManifestSchema),
+    ("Notice", NoticeSchema),
+    ("Problem", ProblemSchema),
+    ("NewAccessRequest", ApiRequestSchema),
+    ("AccessRequest", AccessRequestOutSchema),
+    ("Preview", PreviewSchema),
+    ("MatchCount", MatchCountSchema),
+)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -282,61 +339,57 @@ def openapi_document() -> dict[str, Any]:
         plugins=[MarshmallowPlugin()],
     )
     spec.components.security_scheme("token", {"type": "http", "scheme": "bearer"})
-    for name, schema in (
-        ("Release", ReleaseSchema),
-        ("Manifest", ManifestSchema),
-        ("Notice", NoticeSchema),
-        ("Problem", ProblemSchema),
-        ("NewAccessRequest", ApiRequestSchema),
-        ("AccessRequest", AccessRequestOutSchema),
-        ("Preview", PreviewSchema),
-        ("MatchCount", MatchCountSchema),
-    ):
+    for name, schema in SCHEMAS:
         spec.components.schema(name, schema=schema)
-    spec.path(
-        "/api/requests",
-        operations={
-            "get": _operation("Your access requests", "AccessRequest"),
+    release = ("release_id",)
+    paths: dict[str, dict[str, Any]] = {
+        "/api/requests": {
+            "get": _operation("Your access requests", "AccessRequest", many=True),
             "post": {
                 **_operation("Submit an access request", "AccessRequest", status="201"),
                 "requestBody": _body("NewAccessRequest"),
             },
         },
-    )
-    spec.path(
-        "/api/requests/preview",
-        operations={
+        "/api/requests/preview": {
             "post": {
                 **_operation("Count the donors, studies and files a use matches", "MatchCount"),
                 "requestBody": _body("Preview"),
             }
         },
-    )
-    spec.path("/api/releases", operations={"get": _operation("Your releases", "Release")})
-    spec.path(
-        "/api/releases/{release_id}/manifest",
-        operations={"get": _operation("A release's frozen manifest", "Manifest")},
-    )
-    binary = {"type": "string", "format": "binary"}
-    spec.path(
-        "/api/releases/{release_id}/files/{position}",
-        operations={
-            "get": {
-                **_operation("One file, Crypt4GH-encrypted to your key", None),
-                "responses": {
-                    "200": {
-                        "content": {"application/octet-stream": {"schema": binary}},
-                        "description": "Crypt4GH stream",
-                    }
-                },
-            }
+        "/api/releases": {"get": _operation("Your releases", "Release", many=True)},
+        "/api/releases/{release_id}/manifest": {
+            "get": _operation("A release's frozen manifest", "Manifest", params=release)
         },
-    )
-    spec.path("/api/notices", operations={"get": _operation("Withdrawal notices", "Notice")})
-    spec.path(
-        "/api/notices/{notice_id}/acknowledge",
-        operations={"post": _operation("Acknowledge a withdrawal notice", None)},
-    )
+        "/api/releases/{release_id}/manifest.csv": {
+            "get": _operation(
+                "The manifest as CSV", {"type": "string"}, content="text/csv", params=release
+            )
+        },
+        "/api/releases/{release_id}/files/{position}": {
+            "get": _operation(
+                "One file, Crypt4GH-encrypted to your key (exact Content-Length)",
+                BINARY,
+                content="application/octet-stream",
+                params=("release_id", "position"),
+            )
+        },
+        "/api/releases/{release_id}/release.tar": {
+            "get": _operation(
+                "Every file still available, as a streamed tar of Crypt4GH files",
+                BINARY,
+                content="application/x-tar",
+                params=release,
+            )
+        },
+        "/api/notices": {"get": _operation("Withdrawal notices", "Notice", many=True)},
+        "/api/notices/{notice_id}/acknowledge": {
+            "post": _operation(
+                "Acknowledge a withdrawal notice", None, status="204", params=("notice_id",)
+            )
+        },
+    }
+    for path, operations in paths.items():
+        spec.path(path, operations=operations)
     return spec.to_dict()
 
 

@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from storage.c4gh_format import ciphertext_length
 
 BLOCK = 512
@@ -71,3 +73,19 @@ def tar_stream(
         if padding := -size % BLOCK:
             yield b"\0" * padding
     yield b"\0" * (2 * BLOCK)
+
+
+def committing_each(
+    session: Session, members: list[tuple[str, int, Callable[[], Iterator[bytes] | None]]]
+) -> Iterator[tuple[str, int, Callable[[], Iterator[bytes] | None]]]:
+    """Tar members whose opening is its own transaction: the member's row lock is released
+    as soon as it is open, and the next member sees withdrawals committed since."""
+    for name, size, open_member in members:
+
+        def opened(open_member: Callable[[], Iterator[bytes] | None] = open_member) -> Any:
+            try:
+                return open_member()
+            finally:
+                session.commit()
+
+        yield name, size, opened

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -21,7 +20,6 @@ from flask import (
 )
 from flask_login import current_user
 from marshmallow import ValidationError
-from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 
 from donation_portal import services
@@ -29,7 +27,7 @@ from donation_portal.db import get_session
 from donation_portal.models import ResearcherProfile, User
 from donation_portal.research import releases, tokens
 from donation_portal.research.eligibility import count, eligible_files
-from donation_portal.research.packaging import manifest_csv, tar_stream
+from donation_portal.research.packaging import committing_each, manifest_csv, tar_stream
 from donation_portal.research.schemas import ApprovalSchema, ProfileSchema, RequestSchema
 from donation_portal.schemas import first_errors
 from donation_portal.security import role_required
@@ -37,22 +35,6 @@ from donation_portal.security import role_required
 researcher_bp = Blueprint("research", __name__, url_prefix="/researcher")
 steward_bp = Blueprint("research_steward", __name__, url_prefix="/steward/requests")
 STAFF = ("steward", "admin")
-
-
-def committing_each(
-    session: Session, members: list[tuple[str, int, Callable[[], Iterator[bytes] | None]]]
-) -> Iterator[tuple[str, int, Callable[[], Iterator[bytes] | None]]]:
-    """Tar members whose opening is its own transaction: the member's row lock is released
-    as soon as it is open, and the next member sees withdrawals committed since."""
-    for name, size, open_member in members:
-
-        def opened(open_member: Callable[[], Iterator[bytes] | None] = open_member) -> Any:
-            try:
-                return open_member()
-            finally:
-                session.commit()
-
-        yield name, size, opened
 
 
 def refused(error: releases.ResearchError) -> tuple[Any, int]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Flask
+from openapi_spec_validator import validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -56,3 +59,23 @@ def test_the_openapi_document_describes_the_api(client) -> None:  # type: ignore
     assert "/api/releases/{release_id}/manifest" in document["paths"]
     assert "ManifestItem" in document["components"]["schemas"]
     assert client.get("/api/notices").status_code == 401
+    validate(document)  # a valid OpenAPI 3 document, path parameters declared
+
+
+def test_the_openapi_document_lists_every_api_route(app: Flask, client) -> None:  # type: ignore[no-untyped-def]
+    document = client.get("/api/openapi.json").get_json()
+    documented = {
+        (method.upper(), path) for path, operations in document["paths"].items()
+        for method in operations
+    }
+    routes = {
+        (method, re.sub(r"<(?:int:)?(\w+)>", r"{\1}", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/") and rule.rule != "/api/openapi.json"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert routes == documented
+    lists = ["/api/requests", "/api/releases", "/api/notices"]
+    for path in lists:
+        ok = document["paths"][path]["get"]["responses"]["200"]
+        assert ok["content"]["application/json"]["schema"]["type"] == "array"

@@ -190,6 +190,12 @@ def test_releases_hold_exactly_the_eligible_files_and_honour_withdrawal(
     assert (items[0]["patient_sex"], items[0]["patient_age_years"]) == ("O", 0)  # CT_small
     assert items[0]["study_year"] == release.items[0].study_year < 2004  # shifted
     assert api.get(f"/api/releases/{academic.id}/manifest", headers=bearer).status_code == 404
+    api_tar = api.get(f"/api/releases/{release.id}/release.tar", headers=bearer)
+    with tarfile.open(fileobj=io.BytesIO(api_tar.get_data())) as archive:
+        assert len(archive.getmembers()) == 1
+    api_csv = api.get(f"/api/releases/{release.id}/manifest.csv", headers=bearer)
+    assert release.items[0].sop_instance_uid in api_csv.get_data(as_text=True)
+    assert api.get(f"/api/releases/{academic.id}/release.tar", headers=bearer).status_code == 404
 
     withdrawn = general_donor.submit(
         "/consent/withdraw", {"confirm": "yes", "scope": "all", "mode": "stop_use"}
