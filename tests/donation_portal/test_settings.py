@@ -88,3 +88,9 @@ def test_production_refuses_to_start_insecurely(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(tmp_path, environ=_production(tmp_path, **overrides))
+
+
+def test_four_eyes_is_on_by_default_and_can_be_switched_off(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, environ={"PORTAL_ENV": "test"})["RESEARCH_FOUR_EYES"] is True
+    environ = {"PORTAL_ENV": "test", "PORTAL_RESEARCH_FOUR_EYES": "false"}
+    assert load_settings(tmp_path, environ=environ)["RESEARCH_FOUR_EYES"] is False
