@@ -218,10 +218,10 @@ def list_releases() -> Response:
 @bp.get("/releases/<release_id>/manifest")
 @token_required
 def manifest(release_id: str) -> Response:
-    release = releases.release_for(get_session(), release_id, _researcher())
-    return jsonify(
-        ManifestSchema().dump({"release_id": release.id, "items": releases.manifest(release)})
-    )
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    items = releases.read_manifest(session, release, _researcher())
+    return jsonify(ManifestSchema().dump({"release_id": release.id, "items": items}))
 
 
 @bp.get("/releases/<release_id>/files/<int:position>")
@@ -255,8 +255,10 @@ def download_tar(release_id: str) -> Response:
 @bp.get("/releases/<release_id>/manifest.csv")
 @token_required
 def manifest_csv_view(release_id: str) -> Response:
-    release = releases.release_for(get_session(), release_id, _researcher())
-    return Response(manifest_csv(releases.manifest(release)), mimetype="text/csv")
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    items = releases.read_manifest(session, release, _researcher())
+    return Response(manifest_csv(items), mimetype="text/csv")
 
 
 @bp.get("/notices")

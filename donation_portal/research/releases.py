@@ -343,6 +343,12 @@ def _file_name(item: ReleaseItem) -> str:
     return f"{item.position:05d}-{item.sop_instance_uid or 'file'}.dcm.c4gh"
 
 
+def read_manifest(session: Session, release: Release, user: User) -> list[dict[str, Any]]:
+    """The manifest as ``user`` reads it; the reading is audited like a download."""
+    _audit(session, "release.manifest_read", user, "release", release.id, {})
+    return manifest(release)
+
+
 def manifest(release: Release) -> list[dict[str, Any]]:
     return [
         {

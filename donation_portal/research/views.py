@@ -158,15 +158,19 @@ def download_tar(release_id: str) -> Response:
 @researcher_bp.get("/releases/<release_id>/manifest.csv")
 @role_required("researcher")
 def manifest_csv_view(release_id: str) -> Response:
-    release = releases.release_for(get_session(), release_id, current_user.user)
-    return Response(manifest_csv(releases.manifest(release)), mimetype="text/csv")
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    items = releases.read_manifest(session, release, current_user.user)
+    return Response(manifest_csv(items), mimetype="text/csv")
 
 
 @researcher_bp.get("/releases/<release_id>/manifest.json")
 @role_required("researcher")
 def manifest_json(release_id: str) -> Response:
-    release = releases.release_for(get_session(), release_id, current_user.user)
-    return jsonify({"release_id": release.id, "items": releases.manifest(release)})
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    items = releases.read_manifest(session, release, current_user.user)
+    return jsonify({"release_id": release.id, "items": items})
 
 
 @steward_bp.get("/")

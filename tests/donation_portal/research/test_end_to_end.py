@@ -195,6 +195,10 @@ def test_releases_hold_exactly_the_eligible_files_and_honour_withdrawal(
         assert len(archive.getmembers()) == 1
     api_csv = api.get(f"/api/releases/{release.id}/manifest.csv", headers=bearer)
     assert release.items[0].sop_instance_uid in api_csv.get_data(as_text=True)
+    read = db_session.scalars(
+        select(consents.AuditEntry).where(consents.AuditEntry.action == "release.manifest_read")
+    ).all()
+    assert len(read) >= 3  # web CSV, API JSON, API CSV: reading a manifest is audited
     assert api.get(f"/api/releases/{academic.id}/release.tar", headers=bearer).status_code == 404
 
     withdrawn = general_donor.submit(
