@@ -37,7 +37,7 @@ from donation_portal.models import (
     stored_info,
 )
 from donation_portal.research.eligibility import eligible_files, permitting, research_use
-from storage import IntegrityError, KeyUnavailable, ObjectStore, parse_public_key
+from storage import IntegrityError, KeyUnavailable, ObjectNotFound, ObjectStore, parse_public_key
 from storage.c4gh_format import ciphertext_length
 
 COHORT_FIELDS = ("body_part", "patient_sex", "patient_age_years", "study_year")
@@ -278,7 +278,7 @@ def download_item(
     try:
         chunks = store.reencrypt_for(stored_info(stored), profile.public_key)
         header = next(chunks)  # key and header errors surface here, before a response starts
-    except (IntegrityError, KeyUnavailable):
+    except (IntegrityError, KeyUnavailable, ObjectNotFound):
         log.error("release %s item %s failed its integrity check", release.id, position)
         raise ResearchError(
             "This file failed its integrity check and was not sent. The data stewards have "

@@ -83,3 +83,12 @@ def test_a_tampered_member_leaves_the_tar_without_its_end(
     with pytest.raises(tarfile.ReadError), tarfile.open(fileobj=io.BytesIO(bytes(sent))) as tar:
         for member in tar.getmembers():
             tar.extractfile(member).read()
+
+
+def test_a_missing_object_is_a_clear_error(
+    app: Flask, researcher: Browser, release: Release  # noqa: F811
+) -> None:
+    LocalBackend(app.config["STORAGE_DIR"]).path_of(release.items[0].object_id).unlink()
+    response = researcher.client.get(f"/researcher/releases/{release.id}/files/1")
+    assert response.status_code == 500
+    assert "failed its integrity check" in response.get_data(as_text=True)
