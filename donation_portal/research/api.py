@@ -11,7 +11,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, abort, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, abort, g, jsonify, request
 from flask_login import current_user
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -20,7 +20,7 @@ from donation_portal.db import get_session
 from donation_portal.models import AccessRequest, User
 from donation_portal.research import releases, tokens
 from donation_portal.research.eligibility import count, eligible_files
-from donation_portal.research.packaging import committing_each, manifest_csv, tar_stream
+from donation_portal.research.packaging import file_response, manifest_csv, tar_response
 from donation_portal.research.schemas import FilterSchema, RequestSchema, UseSchema
 from donation_portal.security import csrf
 
@@ -229,13 +229,7 @@ def manifest(release_id: str) -> Response:
 def download(release_id: str, position: int) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, _researcher())
-    found = releases.download_item(
-        session, services.object_store(session), release, position, _researcher()
-    )
-    response = Response(stream_with_context(found.chunks), mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = f'attachment; filename="{found.name}"'
-    response.headers["Content-Length"] = str(found.length)
-    return response
+    return file_response(session, services.object_store(session), release, position, _researcher())
 
 
 @bp.get("/releases/<release_id>/release.tar")
@@ -243,13 +237,7 @@ def download(release_id: str, position: int) -> Response:
 def download_tar(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, _researcher())
-    members = releases.release_members(
-        session, services.object_store(session), release, _researcher()
-    )
-    body = stream_with_context(tar_stream(committing_each(session, members)))
-    response = Response(body, mimetype="application/x-tar")
-    response.headers["Content-Disposition"] = f'attachment; filename="{release.id}.tar"'
-    return response
+    return tar_response(session, services.object_store(session), release, _researcher())
 
 
 @bp.get("/releases/<release_id>/manifest.csv")

@@ -15,8 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from flask import Response, stream_with_context
 from sqlalchemy.orm import Session
 
+from donation_portal.models import Release, User
+from donation_portal.research import releases
+from storage import ObjectStore
 from storage.c4gh_format import ciphertext_length
 
 BLOCK = 512
@@ -89,3 +93,23 @@ def committing_each(
                 session.commit()
 
         yield name, size, opened
+
+
+def file_response(
+    session: Session, store: ObjectStore, release: Release, position: int, user: User
+) -> Response:
+    """One re-encrypted file as a streamed attachment of exact length (web and API alike)."""
+    found = releases.download_item(session, store, release, position, user)
+    response = Response(stream_with_context(found.chunks), mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="{found.name}"'
+    response.headers["Content-Length"] = str(found.length)
+    return response
+
+
+def tar_response(session: Session, store: ObjectStore, release: Release, user: User) -> Response:
+    """The whole release as a streamed tar, each member checked again as it starts."""
+    members = releases.release_members(session, store, release, user)
+    body = stream_with_context(tar_stream(committing_each(session, members)))
+    response = Response(body, mimetype="application/x-tar")
+    response.headers["Content-Disposition"] = f'attachment; filename="{release.id}.tar"'
+    return response

@@ -15,7 +15,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
@@ -27,7 +26,7 @@ from donation_portal.db import get_session
 from donation_portal.models import ResearcherProfile, User
 from donation_portal.research import releases, tokens
 from donation_portal.research.eligibility import count, eligible_files
-from donation_portal.research.packaging import committing_each, manifest_csv, tar_stream
+from donation_portal.research.packaging import file_response, manifest_csv, tar_response
 from donation_portal.research.schemas import ApprovalSchema, ProfileSchema, RequestSchema
 from donation_portal.schemas import first_errors
 from donation_portal.security import role_required
@@ -130,13 +129,9 @@ def new_request() -> Any:
 def download(release_id: str, position: int) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, current_user.user)
-    found = releases.download_item(
+    return file_response(
         session, services.object_store(session), release, position, current_user.user
     )
-    response = Response(stream_with_context(found.chunks), mimetype="application/octet-stream")
-    response.headers["Content-Disposition"] = f'attachment; filename="{found.name}"'
-    response.headers["Content-Length"] = str(found.length)
-    return response
 
 
 @researcher_bp.get("/releases/<release_id>/release.tar")
@@ -144,15 +139,7 @@ def download(release_id: str, position: int) -> Response:
 def download_tar(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, current_user.user)
-    members = releases.release_members(
-        session, services.object_store(session), release, current_user.user
-    )
-    response = Response(
-        stream_with_context(tar_stream(committing_each(session, members))),
-        mimetype="application/x-tar",
-    )
-    response.headers["Content-Disposition"] = f'attachment; filename="{release.id}.tar"'
-    return response
+    return tar_response(session, services.object_store(session), release, current_user.user)
 
 
 @researcher_bp.get("/releases/<release_id>/manifest.csv")
