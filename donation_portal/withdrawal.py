@@ -18,10 +18,7 @@ import consent as consents
 from donation_portal.db import on_commit
 from donation_portal.ingest import ERASED
 from donation_portal.models import DonatedFile, StoredObject
-from donation_portal.research.releases import (
-    record_module_withdrawal_notices,
-    record_withdrawal_notices,
-)
+from donation_portal.research.releases import record_withdrawal_notices
 from storage import ObjectStore
 
 
@@ -60,7 +57,7 @@ def withdraw(
     if isinstance(outcome, list):
         if outcome:
             affected = sorted({event.consent_id for event in outcome})
-            record_module_withdrawal_notices(session, outcome[0].id, affected)
+            record_withdrawal_notices(session, outcome[0].id, affected)
         return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0)
     lock_files(session, outcome.consent_ids)  # the superseded consents it withdrew too
     record_withdrawal_notices(session, outcome.event.id, outcome.consent_ids)

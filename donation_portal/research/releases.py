@@ -400,24 +400,9 @@ def _audit(
 
 
 def record_withdrawal_notices(session: Session, event_id: int, consent_ids: list[str]) -> int:
-    """One notice per release holding files of ``consent_ids``; returns how many were made."""
-    items = session.scalars(select(ReleaseItem).where(ReleaseItem.consent_id.in_(consent_ids)))
-    by_release: dict[str, list[str]] = {}
-    for item in items:
-        by_release.setdefault(item.release_id, []).append(item.sop_instance_uid or "")
-    for release_id, uids in by_release.items():
-        session.add(
-            WithdrawalNotice(release_id=release_id, event_id=event_id, sop_instance_uids=uids)
-        )
-    session.flush()
-    return len(by_release)
-
-
-def record_module_withdrawal_notices(
-    session: Session, event_id: int, consent_ids: list[str]
-) -> int:
-    """After a module withdrawal: one notice per release whose use the withdrawn module
-    covered, listing the files that release no longer holds; returns how many were made."""
+    """After a withdrawal (of a consent, or of one of its modules): one notice per release
+    holding files of ``consent_ids`` that the release's use is no longer permitted, listing
+    those files; returns how many notices were made."""
     items = list(
         session.scalars(select(ReleaseItem).where(ReleaseItem.consent_id.in_(consent_ids)))
     )
