@@ -15,12 +15,19 @@ __version__ = "0.1.0"
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` overrides files and environment (tests pass theirs here)."""
-    from donation_portal import cli, db, errors, research, security, uploads, views
-    from donation_portal.settings import load_settings
+    from donation_portal import cli, web
+    from donation_portal.adapters import request_session
+    from donation_portal.adapters.settings import load_settings
 
     config = dict(config or {})
     instance_path = config.pop("INSTANCE_PATH", None) or os.environ.get("PORTAL_INSTANCE_PATH")
-    app = Flask(__name__, instance_path=instance_path, instance_relative_config=True)
+    app = Flask(
+        __name__,
+        instance_path=instance_path,
+        instance_relative_config=True,
+        template_folder="web/templates",
+        static_folder="web/static",
+    )
     settings = load_settings(app.instance_path, config)
     app.config.update(settings)
     app.config.update(
@@ -35,11 +42,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if settings["ENV"] == "production":
         app.config.update(SESSION_COOKIE_SECURE=True, PREFERRED_URL_SCHEME="https")
     logging.getLogger("donation_portal").setLevel(settings["LOG_LEVEL"])
-    app.request_class = uploads.EncryptingRequest
-    db.init_app(app)
-    security.init_app(app)
-    views.init_app(app)
-    errors.init_app(app)
+    app.request_class = web.uploads.EncryptingRequest
+    request_session.init_app(app)
+    web.init_app(app)
     cli.init_app(app)
-    research.init_app(app)
     return app

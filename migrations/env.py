@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import donation_portal.models  # noqa: F401  (registers the portal's tables)
+import donation_portal.adapters.models  # noqa: F401  (registers the portal's tables)
 from consent.db import ConsentBase
 
 target_metadata = ConsentBase.metadata

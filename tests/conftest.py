@@ -20,9 +20,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from donation_portal import create_app, migrate
-from donation_portal.db import make_engine
-from donation_portal.dev_setup import prepare_instance
+from donation_portal import create_app
+from donation_portal.adapters import migrate
+from donation_portal.adapters.db import make_engine
+from donation_portal.cli.dev_setup import prepare_instance
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}

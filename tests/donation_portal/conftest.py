@@ -14,7 +14,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
 from consent import default_template_spec, publish_template
-from donation_portal import accounts
+from donation_portal.workflows import accounts
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 SUBMISSION = re.compile(r'name="submission_key" value="([0-9a-f]{32})"')

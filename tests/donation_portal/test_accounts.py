@@ -7,7 +7,8 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
-from donation_portal import accounts, create_app
+from donation_portal import create_app
+from donation_portal.workflows import accounts
 
 from .conftest import PASSWORD, Browser
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import consent as consents
-from donation_portal.models import StoredObject
+from donation_portal.adapters.models import StoredObject
 
 from .conftest import Browser
 from .phi import real_file

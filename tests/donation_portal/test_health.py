@@ -42,7 +42,7 @@ def test_unwritable_storage_is_reported(app: Flask, client: FlaskClient) -> None
 def test_unreachable_database_is_reported(app: Flask, client: FlaskClient) -> None:
     from sqlalchemy.orm import sessionmaker
 
-    from donation_portal.db import make_engine
+    from donation_portal.adapters.db import make_engine
 
     broken = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")
     app.extensions["portal_sessionmaker"] = sessionmaker(bind=broken)

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 import storage
 from consent import Consent
-from donation_portal.keystore import DatabaseKeyStore
-from donation_portal.models import DonatedFile, Donation, ScopeKey, StoredObject
+from donation_portal.adapters.keystore import DatabaseKeyStore
+from donation_portal.adapters.models import DonatedFile, Donation, ScopeKey, StoredObject
 
 from .conftest import Browser
 from .phi import RealFile, real_file
@@ -225,7 +225,7 @@ def test_a_resubmission_racing_the_first_returns_the_first_donation(
 ) -> None:
     """The second request misses the first's row at its first look (as in a race) and then
     collides with it on the unique submission key: it must answer with the first donation."""
-    from donation_portal import ingest
+    from donation_portal.workflows import ingest
 
     form = donor.upload_form()
     first = donor.upload([CT], form)

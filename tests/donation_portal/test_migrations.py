@@ -7,8 +7,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from consent.db import ConsentBase
-from donation_portal import migrate
-from donation_portal.db import make_engine
+from donation_portal.adapters import migrate
+from donation_portal.adapters.db import make_engine
 
 
 def test_models_match_the_migrated_schema(engine: Engine) -> None:

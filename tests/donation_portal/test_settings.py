@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from donation_portal.settings import ConfigError, load_settings
+from donation_portal.adapters.settings import ConfigError, load_settings
 
 
 def test_development_defaults_put_everything_under_the_instance_folder(tmp_path: Path) -> None:

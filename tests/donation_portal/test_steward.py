@@ -12,7 +12,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 import consent as consents
-from donation_portal.models import DonatedFile, Donation, StoredObject
+from donation_portal.adapters.models import DonatedFile, Donation, StoredObject
 
 from .conftest import PASSWORD, Browser
 from .phi import real_file

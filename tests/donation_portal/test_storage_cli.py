@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 import storage
 from consent.models import AuditEntry
-from donation_portal import services
-from donation_portal.keystore import DatabaseKeyStore
-from donation_portal.models import ScopeKey, StoredObject, stored_info
+from donation_portal.adapters import services
+from donation_portal.adapters.keystore import DatabaseKeyStore
+from donation_portal.adapters.models import ScopeKey, StoredObject, stored_info
 
 
 def _store(app: Flask, session: Session) -> storage.ObjectStore:

@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from donation_portal.models import Donation, StoredObject
+from donation_portal.adapters.models import Donation, StoredObject
 
 from .conftest import Browser
 from .phi import real_file

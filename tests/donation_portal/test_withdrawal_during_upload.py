@@ -10,10 +10,10 @@ from flask import Flask
 from sqlalchemy import select
 
 import consent as consents
-from donation_portal import services
-from donation_portal.db import get_session
-from donation_portal.ingest import ingest_upload
-from donation_portal.models import Donation, StoredObject
+from donation_portal.adapters import services
+from donation_portal.adapters.models import Donation, StoredObject
+from donation_portal.adapters.request_session import get_session
+from donation_portal.workflows.ingest import ingest_upload
 
 from .conftest import Browser
 from .phi import real_file

@@ -9,7 +9,7 @@ from openapi_spec_validator import validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from donation_portal.models import AccessRequest, ResearcherProfile
+from donation_portal.adapters.models import AccessRequest, ResearcherProfile
 
 from ..conftest import PASSWORD, Browser
 

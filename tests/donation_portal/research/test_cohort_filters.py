@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from donation_portal.models import AccessRequest, DonatedFile, Donation
+from donation_portal.adapters.models import AccessRequest, DonatedFile, Donation
 
 from ..conftest import Browser
 from .test_end_to_end import CT, MR, _donate, _keygen, _login

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 import consent as consents
-from donation_portal.models import AccessRequest, Donation, Release, User
+from donation_portal.adapters.models import AccessRequest, Donation, Release, User
 
 from ..conftest import PASSWORD, Browser
 from ..phi import real_file

@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from donation_portal.models import AccessRequest, Donation, Release, User, WithdrawalNotice
+from donation_portal.adapters.models import AccessRequest, Donation, Release, User, WithdrawalNotice
 
 from ..conftest import Browser
 from .test_end_to_end import CT, MR, _keygen, _login

@@ -11,7 +11,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from donation_portal.models import AccessRequest, Release, StoredObject
+from donation_portal.adapters.models import AccessRequest, Release, StoredObject
 from storage import IntegrityError
 from storage.backend import LocalBackend
 

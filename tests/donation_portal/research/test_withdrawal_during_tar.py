@@ -14,9 +14,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent import default_template_spec, publish_template
-from donation_portal import accounts, create_app, migrate, withdrawal
-from donation_portal.db import make_engine
-from donation_portal.models import AccessRequest, Donation, Release
+from donation_portal import create_app
+from donation_portal.adapters import migrate
+from donation_portal.adapters.db import make_engine
+from donation_portal.adapters.models import AccessRequest, Donation, Release
+from donation_portal.workflows import accounts, withdrawal
 
 from ..conftest import PASSWORD, Browser
 from .test_cohort_filters import FORM

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session
 
 import consent as consents
 from consent.db import utcnow
-from donation_portal import accounts, migrate, withdrawal
-from donation_portal.db import make_engine
-from donation_portal.models import (
+from donation_portal.adapters import migrate
+from donation_portal.adapters.db import make_engine
+from donation_portal.adapters.models import (
     REVIEW_APPROVED,
     AccessRequest,
     DonatedFile,
@@ -23,7 +23,7 @@ from donation_portal.models import (
     StoredObject,
     WithdrawalNotice,
 )
-from donation_portal.research import releases
+from donation_portal.workflows import accounts, releases, withdrawal
 
 
 def _released_file(session: Session) -> str:

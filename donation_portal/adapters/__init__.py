@@ -1,0 +1,1 @@
+"""Adapters: database, models, settings, key files and the wiring of the libraries."""

@@ -1,0 +1,110 @@
+"""Configuration: defaults from ``config/<env>.toml``, overridden by ``PORTAL_*`` variables.
+
+Values are validated once, at start-up, so a misconfigured production server refuses to
+start instead of running with a development secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PORTAL_"
+ENVIRONMENTS = ("development", "test", "production")
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+_TEST_SECRET = "test-secret-key-not-for-production"  # noqa: S105 (refused in production)
+_FILE_KEYS = ("STORAGE_DIR", "KEY_FILE", "DEID_KEY_FILE", "SEAL_KEY_FILE", "RECEIPT_KEY_FILE")
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def config_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(ENV_PREFIX + "CONFIG_DIR", DEFAULT_CONFIG_DIR))
+
+
+def load_settings(
+    instance_path: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, Any]:
+    """Merge file defaults, environment variables and explicit overrides (in that order)."""
+    overrides = dict(overrides or {})
+    env = str(overrides.get("ENV") or environ.get(ENV_PREFIX + "ENV") or "development")
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)}, not {env!r}")
+    path = config_dir(environ) / f"{env}.toml"
+    try:
+        settings: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file {path} is missing") from exc
+    for key, default in list(settings.items()):
+        raw = environ.get(ENV_PREFIX + key)
+        if raw is not None and key != "ENV":
+            settings[key] = _coerce(key, raw, default)
+    settings.update(overrides)
+    settings["ENV"] = env
+    _resolve_paths(settings, Path(instance_path))
+    validate(settings)
+    return settings
+
+
+def _coerce(key: str, raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{key} must be true or false")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{ENV_PREFIX}{key} must be a whole number") from exc
+    return raw
+
+
+def _resolve_paths(settings: dict[str, Any], instance: Path) -> None:
+    settings["INSTANCE_PATH"] = str(instance)
+    for key in _FILE_KEYS:
+        value = Path(str(settings[key]))
+        settings[key] = str(value if value.is_absolute() else instance / value)
+    if not settings.get("DATABASE_URL") and settings["ENV"] != "production":
+        settings["DATABASE_URL"] = f"sqlite:///{instance / 'portal.sqlite3'}"
+    if not settings.get("SECRET_KEY"):
+        secret_file = instance / "secret_key"
+        if secret_file.exists():
+            settings["SECRET_KEY"] = secret_file.read_text(encoding="utf-8").strip()
+
+
+def validate(settings: Mapping[str, Any]) -> None:
+    """Refuse settings that would run insecurely or not at all."""
+    for key in ("MAX_FILE_BYTES", "MAX_REQUEST_BYTES", "QUARANTINE_MAX_AGE"):
+        if int(settings[key]) <= 0:
+            raise ConfigError(f"{key} must be positive")
+    secret = settings.get("SECRET_KEY") or ""
+    if not secret:
+        raise ConfigError(
+            "no SECRET_KEY: set PORTAL_SECRET_KEY, or run `make run` once "
+            "to create instance/secret_key"
+        )
+    if settings["ENV"] != "production":
+        return
+    if secret == _TEST_SECRET or len(secret) < 32:
+        raise ConfigError(
+            "production refuses the default or a short SECRET_KEY (use 32+ random chars)"
+        )
+    if not settings.get("DATABASE_URL"):
+        raise ConfigError("production needs PORTAL_DATABASE_URL")
+    if not settings.get("KEK") and not Path(settings["KEY_FILE"]).is_file():
+        raise ConfigError(
+            f"production needs the key file KEY_FILE ({settings['KEY_FILE']}) or PORTAL_KEK"
+        )
+    for key in ("DEID_KEY_FILE", "SEAL_KEY_FILE", "RECEIPT_KEY_FILE"):
+        if not Path(settings[key]).is_file():
+            raise ConfigError(f"production needs the key file {key} ({settings[key]})")

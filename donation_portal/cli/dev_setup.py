@@ -1,0 +1,82 @@
+"""First-run setup for development (`make run`): keys, database, consent text, demo accounts.
+
+Safe to run again: everything that exists is reused, nothing is overwritten, and demo
+passwords are printed only when the accounts are created.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from donation_portal.adapters.keyfiles import create_secret_file
+
+DEMO_ROLES = ("donor", "steward", "researcher", "admin")
+DEMO_DOMAIN = "demo.example"
+
+
+def prepare_instance(instance: Path) -> None:
+    """Create instance/ (mode 0700) with the secret key and the key files, if missing."""
+    from consent import ReceiptSigner
+    from storage import KeyRing
+
+    instance.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(instance, 0o700)
+    create_secret_file(instance / "secret_key", 32)
+    keys = instance / "keys"
+    keys.mkdir(exist_ok=True, mode=0o700)
+    KeyRing.create_file(keys / "kek.json")
+    create_secret_file(keys / "deid.key", 32)
+    create_secret_file(keys / "seal.key", 32)
+    ReceiptSigner.load_or_create(keys / "receipt.pem")
+
+
+def main() -> int:
+    from flask import Flask
+
+    from donation_portal import create_app
+    from donation_portal.adapters import migrate
+    from donation_portal.adapters.request_session import get_session
+    from donation_portal.workflows import accounts
+
+    default_instance = Flask("donation_portal").instance_path
+    instance = Path(os.environ.get("PORTAL_INSTANCE_PATH") or default_instance)
+    prepare_instance(instance)
+    app = create_app({"INSTANCE_PATH": str(instance)})
+    if app.config["ENV"] != "development":
+        print("dev-setup only runs in the development environment", file=sys.stderr)
+        return 2
+    migrate.upgrade(app.config["DATABASE_URL"])
+    with app.app_context():
+        session = get_session()
+        publish_default_template(session)
+        created = []
+        for role in DEMO_ROLES:
+            email = f"{role}@{DEMO_DOMAIN}"
+            if accounts.find_user(session, email) is None:
+                password = secrets.token_urlsafe(12)
+                accounts.create_user(session, email, password, role)
+                created.append((role, email, password))
+        session.commit()
+    if created:
+        print("\nDemo accounts (shown once; keep them or create others with `users create`):")
+        for role, email, password in created:
+            print(f"  {role:<11} {email:<24} {password}")
+        print()
+    else:
+        print("Demo accounts exist already (their passwords were shown when they were created).")
+    return 0
+
+
+def publish_default_template(session) -> None:  # type: ignore[no-untyped-def]
+    """Publish the shipped consent text in every language it comes in (idempotent)."""
+    from consent import default_template_specs, publish_template
+
+    for spec in default_template_specs():
+        publish_template(session, spec)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,39 @@
+"""The web layer: blueprints, schemas, templates and request hooks.
+
+Views stay thin: validate with a schema, call a use case from ``workflows``, render or redirect.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from donation_portal.web import uploads
+
+
+def init_app(app: Flask) -> None:
+    """Register every blueprint; four-eyes approval is on unless configured off."""
+    from donation_portal.web import (
+        api,
+        auth,
+        donor,
+        errors,
+        health,
+        public,
+        research,
+        researcher,
+        security,
+        steward,
+    )
+    from donation_portal.workflows import releases
+
+    security.init_app(app)
+    app.config.setdefault("RESEARCH_FOUR_EYES", True)
+    for module in (auth, donor, steward, researcher, health, public):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(research.researcher_bp)
+    app.register_blueprint(research.steward_bp)
+    app.register_blueprint(api.bp)
+    app.register_error_handler(releases.ResearchError, research.refused)
+    errors.init_app(app)
+    app.after_request(uploads.discard_quarantine)
+    app.teardown_request(uploads.discard_quarantine_on_error)

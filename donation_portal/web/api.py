@@ -1,0 +1,388 @@
+"""The researcher JSON API (token or login), and its OpenAPI 3 document from the schemas."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Response, abort, g, jsonify, request
+from flask_login import current_user
+from marshmallow import Schema, ValidationError, fields, validate
+
+from donation_portal.adapters import services
+from donation_portal.adapters.models import AccessRequest, User
+from donation_portal.adapters.request_session import get_session
+from donation_portal.web.packaging import file_response, manifest_csv, tar_response
+from donation_portal.web.research_schemas import FilterSchema, RequestSchema, UseSchema
+from donation_portal.web.security import csrf
+from donation_portal.workflows import releases, tokens
+from donation_portal.workflows.eligibility import count, eligible_files
+
+ETHICS_MAX_BASE64 = 4 * (10 * 1024 * 1024) // 3 + 4  # a 10 MiB document, base64-encoded
+bp = Blueprint("research_api", __name__, url_prefix="/api")
+csrf.exempt(bp)
+
+
+class ManifestItemSchema(Schema):
+    position = fields.Integer()
+    object_id = fields.String()
+    consent_id = fields.String()
+    modality = fields.String(allow_none=True)
+    study_instance_uid = fields.String(allow_none=True)
+    series_instance_uid = fields.String(allow_none=True)
+    sop_instance_uid = fields.String(allow_none=True)
+    body_part = fields.String(allow_none=True)
+    patient_sex = fields.String(allow_none=True)
+    patient_age_years = fields.Integer(allow_none=True)
+    study_year = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "Year of the de-identified study date (shifted by the donor's offset)"
+        },
+    )
+    size = fields.Integer()
+    sha256 = fields.String()
+
+
+class ReleaseSchema(Schema):
+    id = fields.String()
+    request_id = fields.String()
+    expires_at = fields.DateTime()
+
+
+class ManifestSchema(Schema):
+    release_id = fields.String()
+    items = fields.List(fields.Nested(ManifestItemSchema))
+
+
+class NoticeSchema(Schema):
+    id = fields.Integer()
+    release_id = fields.String()
+    sop_instance_uids = fields.List(fields.String())
+    created_at = fields.DateTime()
+    acknowledged_at = fields.DateTime(allow_none=True)
+
+
+class ProblemSchema(Schema):
+    status = fields.Integer()
+    detail = fields.String()
+    errors = fields.Dict(metadata={"description": "Per-field messages of a 422"})
+
+
+class ApiRequestSchema(RequestSchema):
+    """An access request as the API takes it: the ethics approval document travels base64."""
+
+    ethics_document = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(max=ETHICS_MAX_BASE64),
+        metadata={"description": "The ethics approval (e.g. a PDF), base64, up to 10 MiB"},
+    )
+
+
+class PreviewSchema(Schema):
+    use = fields.Nested(UseSchema, required=True)
+    filters = fields.Nested(FilterSchema, load_default=dict)
+
+
+class MatchCountSchema(Schema):
+    donors = fields.Integer()
+    studies = fields.Integer()
+    files = fields.Integer()
+
+
+class AccessRequestOutSchema(Schema):
+    id = fields.String()
+    title = fields.String()
+    status = fields.String()
+    reason = fields.String(allow_none=True)
+    use = fields.Dict()
+    filters = fields.Dict()
+    ethics_document = fields.Boolean(attribute="has_ethics")
+    created_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
+    release_id = fields.String(allow_none=True)
+
+
+def _researcher() -> User:
+    return g.api_user  # type: ignore[no-any-return]
+
+
+def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A researcher's bearer token, or a logged-in researcher's session."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        header = request.headers.get("Authorization", "")
+        user = None
+        if header.startswith("Bearer "):
+            user = tokens.user_for(get_session(), header.removeprefix("Bearer ").strip())
+        elif current_user.is_authenticated:
+            user = current_user.user
+        if user is None:
+            abort(401)
+        if user.role != "researcher":
+            abort(403)
+        g.api_user = user
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _load(schema: Schema) -> dict[str, Any]:
+    """The JSON body validated by ``schema``; a 422 problem naming each bad field otherwise."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(_problem(422, "The body must be a JSON object."))
+    try:
+        return schema.load(body)  # type: ignore[no-any-return]
+    except ValidationError as error:
+        abort(_problem(422, "The request is not valid.", error.messages))
+
+
+def _problem(status: int, detail: str, errors: Any = None) -> Response:
+    body: dict[str, Any] = {"status": status, "detail": detail}
+    if errors is not None:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _request_out(access: AccessRequest) -> dict[str, Any]:
+    release = releases.release_of(get_session(), access.id)
+    shown = {
+        "id": access.id,
+        "title": access.title,
+        "status": access.status,
+        "reason": access.reason,
+        "use": access.use,
+        "filters": access.filters,
+        "has_ethics": access.ethics_object_id is not None,
+        "created_at": access.created_at,
+        "decided_at": access.decided_at,
+        "release_id": release.id if release is not None else None,
+    }
+    return AccessRequestOutSchema().dump(shown)  # type: ignore[no-any-return]
+
+
+@bp.get("/requests")
+@token_required
+def list_requests() -> Response:
+    return jsonify([_request_out(r) for r in releases.requests_of(get_session(), _researcher())])
+
+
+@bp.post("/requests")
+@token_required
+def create_request() -> tuple[Response, int]:
+    data = _load(ApiRequestSchema())
+    encoded = data.pop("ethics_document")
+    ethics = None
+    if encoded is not None:
+        try:
+            ethics = io.BytesIO(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            abort(_problem(422, "The ethics document is not valid base64."))
+    session = get_session()
+    access = releases.submit_request(
+        session, _researcher(), **data, ethics=ethics, store=services.object_store(session)
+    )
+    return jsonify(_request_out(access)), 201
+
+
+@bp.post("/requests/preview")
+@token_required
+def preview_request() -> Response:
+    """How many donors, studies and files a use and filters match now, before submitting."""
+    data = _load(PreviewSchema())
+    matched = count(eligible_files(get_session(), data["use"], data["filters"]))
+    return jsonify(MatchCountSchema().dump(matched))
+
+
+@bp.get("/releases")
+@token_required
+def list_releases() -> Response:
+    session = get_session()
+    found = [
+        releases.release_of(session, r.id) for r in releases.requests_of(session, _researcher())
+    ]
+    return jsonify(ReleaseSchema(many=True).dump([r for r in found if r is not None]))
+
+
+@bp.get("/releases/<release_id>/manifest")
+@token_required
+def manifest(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    items = releases.read_manifest(session, release, _researcher())
+    return jsonify(ManifestSchema().dump({"release_id": release.id, "items": items}))
+
+
+@bp.get("/releases/<release_id>/files/<int:position>")
+@token_required
+def download(release_id: str, position: int) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    return file_response(session, services.object_store(session), release, position, _researcher())
+
+
+@bp.get("/releases/<release_id>/release.tar")
+@token_required
+def download_tar(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    return tar_response(session, services.object_store(session), release, _researcher())
+
+
+@bp.get("/releases/<release_id>/manifest.csv")
+@token_required
+def manifest_csv_view(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, _researcher())
+    items = releases.read_manifest(session, release, _researcher())
+    return Response(manifest_csv(items), mimetype="text/csv")
+
+
+@bp.get("/notices")
+@token_required
+def notices() -> Response:
+    return jsonify(NoticeSchema(many=True).dump(releases.notices_for(get_session(), _researcher())))
+
+
+@bp.post("/notices/<int:notice_id>/acknowledge")
+@token_required
+def acknowledge(notice_id: int) -> tuple[str, int]:
+    releases.acknowledge_notice(get_session(), notice_id, _researcher())
+    return "", 204
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(
+    summary: str,
+    schema: str | dict[str, Any] | None,
+    *,
+    content: str = "application/json",
+    status: str = "200",
+    many: bool = False,
+    params: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One operation: its success response (``many``: an array of ``schema``), the problem
+    responses every endpoint can give, and its path parameters."""
+    ok: dict[str, Any] = {"description": "No content" if status == "204" else "OK"}
+    if schema is not None:
+        body = {"type": "array", "items": schema} if many else schema
+        ok["content"] = {content: {"schema": body}}
+    problem = {"content": {"application/json": {"schema": "Problem"}}}
+    return {
+        "summary": summary,
+        "security": [{"token": []}],
+        "parameters": [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if name in INTEGER_PARAMS else "string"},
+            }
+            for name in params
+        ],
+        "responses": {
+            status: ok,
+            "401": {"description": "No or unknown token", **problem},
+            "403": {"description": "Not a researcher's token", **problem},
+            "404": {"description": "Not yours or not found", **problem},
+            "409": {"description": "Already done (e.g. acknowledged)", **problem},
+            "410": {"description": "Expired or withdrawn", **problem},
+            "422": {"description": "Invalid body, or no data matches", **problem},
+            "500": {"description": "A stored file failed its integrity check", **problem},
+        },
+    }
+
+
+INTEGER_PARAMS = frozenset({"position", "notice_id"})
+BINARY = {"type": "string", "format": "binary"}
+SCHEMAS = (
+    ("Release", ReleaseSchema),
+    ("Manifest", ManifestSchema),
+    ("Notice", NoticeSchema),
+    ("Problem", ProblemSchema),
+    ("NewAccessRequest", ApiRequestSchema),
+    ("AccessRequest", AccessRequestOutSchema),
+    ("Preview", PreviewSchema),
+    ("MatchCount", MatchCountSchema),
+)
+
+
+def openapi_document() -> dict[str, Any]:
+    spec = APISpec(
+        title="Donation portal researcher API",
+        version="1",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+    )
+    spec.components.security_scheme("token", {"type": "http", "scheme": "bearer"})
+    for name, schema in SCHEMAS:
+        spec.components.schema(name, schema=schema)
+    release = ("release_id",)
+    paths: dict[str, dict[str, Any]] = {
+        "/api/requests": {
+            "get": _operation("Your access requests", "AccessRequest", many=True),
+            "post": {
+                **_operation("Submit an access request", "AccessRequest", status="201"),
+                "requestBody": _body("NewAccessRequest"),
+            },
+        },
+        "/api/requests/preview": {
+            "post": {
+                **_operation("Count the donors, studies and files a use matches", "MatchCount"),
+                "requestBody": _body("Preview"),
+            }
+        },
+        "/api/releases": {"get": _operation("Your releases", "Release", many=True)},
+        "/api/releases/{release_id}/manifest": {
+            "get": _operation("A release's frozen manifest", "Manifest", params=release)
+        },
+        "/api/releases/{release_id}/manifest.csv": {
+            "get": _operation(
+                "The manifest as CSV", {"type": "string"}, content="text/csv", params=release
+            )
+        },
+        "/api/releases/{release_id}/files/{position}": {
+            "get": _operation(
+                "One file, Crypt4GH-encrypted to your key (exact Content-Length)",
+                BINARY,
+                content="application/octet-stream",
+                params=("release_id", "position"),
+            )
+        },
+        "/api/releases/{release_id}/release.tar": {
+            "get": _operation(
+                "Every file still available, as a streamed tar of Crypt4GH files",
+                BINARY,
+                content="application/x-tar",
+                params=release,
+            )
+        },
+        "/api/notices": {"get": _operation("Withdrawal notices", "Notice", many=True)},
+        "/api/notices/{notice_id}/acknowledge": {
+            "post": _operation(
+                "Acknowledge a withdrawal notice", None, status="204", params=("notice_id",)
+            )
+        },
+    }
+    for path, operations in paths.items():
+        spec.path(path, operations=operations)
+    return spec.to_dict()
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(openapi_document())

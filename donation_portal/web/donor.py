@@ -1,0 +1,234 @@
+"""The donor's journey: consent, upload, donation status, withdrawal."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from marshmallow import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response
+
+import consent as consents
+from donation_portal.adapters import services
+from donation_portal.adapters.models import Donation
+from donation_portal.adapters.request_session import get_session
+from donation_portal.web import receipt_pages as receipts
+from donation_portal.web.auth import home_url
+from donation_portal.web.schemas import (
+    SignConsentSchema,
+    UploadSchema,
+    WithdrawSchema,
+    first_errors,
+    load_form,
+)
+from donation_portal.web.security import role_required
+from donation_portal.workflows import withdrawal
+from donation_portal.workflows.ingest import SubmissionConflict, ingest_upload
+
+bp = Blueprint("donor", __name__)
+LANGUAGES = ("en", "de")
+
+
+def _subject_ref() -> str:
+    return f"user:{current_user.user.id}"
+
+
+def _active_consent() -> consents.Consent | None:
+    return consents.active_consent(get_session(), _subject_ref())
+
+
+@bp.get("/")
+def home() -> str | Response:
+    if not current_user.is_authenticated:
+        return render_template("index.html")
+    if current_user.role != "donor":
+        return redirect(home_url())
+    session = get_session()
+    donations = session.scalars(
+        select(Donation)
+        .where(Donation.donor_id == current_user.user.id)
+        .order_by(Donation.created_at.desc())
+    ).all()
+    active = _active_consent()
+    renewal = consents.needs_review(session, _subject_ref(), _language()) if active else None
+    return render_template("donor/home.html", consent=active, donations=donations, renewal=renewal)
+
+
+def _language() -> str:
+    """The donor's language among those the consent text is published in."""
+    return request.accept_languages.best_match(LANGUAGES) or "en"
+
+
+@bp.route("/consent", methods=["GET", "POST"])
+@role_required("donor")
+def consent() -> str | Response | tuple[str, int]:
+    session = get_session()
+    active = _active_consent()
+    renewal = consents.needs_review(session, _subject_ref(), _language()) if active else None
+    template = renewal or consents.current_template(session, _language())
+    if request.method == "GET":
+        return render_template(
+            "donor/consent.html", template=template, active=active, renewal=renewal
+        )
+    if active is not None and renewal is None:
+        flash("You have already signed the consent.")
+        return redirect(url_for("donor.upload"), 303)
+    try:
+        data = load_form(SignConsentSchema(), request.form, lists=("modules",))
+        if data["template_id"] != template.id:
+            raise consents.InvalidSignature(
+                "The consent text changed while you were reading it. Please read it again."
+            )
+        choice = {
+            "template": template,
+            "modules": data["modules"],
+            "typed_name": data["full_name"],
+            "sealer": services.sealer(),
+        }
+        if renewal is not None and active is not None:
+            signed = consents.reconsent(session, previous=active, **choice)
+        else:
+            signed = consents.sign_consent(session, subject_ref=_subject_ref(), **choice)
+    except ValidationError as error:
+        return _consent_error(template, active, renewal, first_errors(error))
+    except consents.ConsentError as error:
+        return _consent_error(template, active, renewal, [str(error)])
+    receipt = receipts.issue(session, signed.consent, signed.event, signed.withdrawal_code)
+    return render_template(
+        "donor/signed.html",
+        consent=signed.consent,
+        withdrawal_code=signed.withdrawal_code,
+        receipt=receipt,
+        renewed=renewal is not None,
+    )
+
+
+def _consent_error(
+    template: consents.ConsentTemplate,
+    active: consents.Consent | None,
+    renewal: consents.ConsentTemplate | None,
+    errors: list[str],
+) -> tuple[str, int]:
+    chosen = request.form.getlist("modules")
+    page = render_template(
+        "donor/consent.html",
+        template=template,
+        active=active,
+        renewal=renewal,
+        errors=errors,
+        chosen=chosen,
+    )
+    return page, 422
+
+
+@bp.route("/donations/new", methods=["GET", "POST"])
+@role_required("donor")
+def upload() -> str | Response | tuple[str, int]:
+    active = _active_consent()
+    if request.method == "GET":
+        if active is None:
+            flash("Please sign the consent before donating images.")
+            return redirect(url_for("donor.consent"))
+        return render_template("donor/upload.html", submission_key=secrets.token_hex(16))
+    if active is None:
+        return _upload_error(["Please sign the consent before donating images."], 409)
+    try:
+        data = load_form(UploadSchema(), request.form)
+    except ValidationError:
+        return _upload_error(["The form has expired. Please choose your files again."], 400)
+    files = [f for f in request.files.getlist("files") if f.filename or f.content_length]
+    if not files:
+        return _upload_error(["Please choose at least one file."], 400)
+    session = get_session()
+    try:
+        result = ingest_upload(
+            session,
+            donor_id=current_user.user.id,
+            consent=active,
+            submission_key=data["submission_key"],
+            files=[f.stream for f in files],
+            store=services.object_store(session),
+            deid_key=services.deid_key(),
+            max_file_bytes=int(current_app.config["MAX_FILE_BYTES"]),
+        )
+    except SubmissionConflict:
+        return _upload_error(["The form has expired. Please choose your files again."], 400)
+    except consents.NotActive as error:
+        return _upload_error([str(error)], 409)
+    if result.donation is None:
+        return _upload_error(
+            ["None of the files could be accepted. Nothing was stored."], 422, result.outcomes
+        )
+    if not result.repeated:
+        flash(f"{result.accepted} of {len(result.outcomes)} file(s) accepted.")
+    return redirect(url_for("donor.donation", donation_id=result.donation.id), 303)
+
+
+def _upload_error(errors: list[str], status: int, outcomes: list | None = None) -> tuple[str, int]:
+    page = render_template(
+        "donor/upload.html",
+        submission_key=secrets.token_hex(16),
+        errors=errors,
+        outcomes=outcomes or [],
+    )
+    return page, status
+
+
+@bp.get("/donations/<donation_id>")
+@role_required("donor")
+def donation(donation_id: str) -> str:
+    found = get_session().get(Donation, donation_id)
+    if found is None or found.donor_id != current_user.user.id:
+        abort(404)
+    state = consents.state(get_session(), found.consent_id)
+    return render_template("donor/donation.html", donation=found, consent_state=state)
+
+
+@bp.route("/consent/withdraw", methods=["GET", "POST"])
+@role_required("donor")
+def withdraw() -> str | Response | tuple[str, int]:
+    session = get_session()
+    active = _active_consent()
+    granted = consents.granted_modules(session, active.id) if active else []
+    template = session.get(consents.ConsentTemplate, active.template_id) if active else None
+    page = {"active": active, "granted": granted, "template": template}
+    if request.method == "GET":
+        return render_template("donor/withdraw.html", **page)
+    if active is None:
+        errors = ["There is no active consent to withdraw."]
+        return render_template("donor/withdraw.html", errors=errors, **page), 409
+    try:
+        data = load_form(WithdrawSchema(), request.form, lists=("modules",))
+        result = withdrawal.withdraw(
+            session,
+            active.id,
+            services.object_store(session),
+            mode=data["mode"],
+            modules=data["modules"] if data["scope"] == "modules" else (),
+            actor=_subject_ref(),
+        )
+    except ValidationError as error:
+        return render_template("donor/withdraw.html", errors=first_errors(error), **page), 422
+    except consents.ConsentError as error:
+        return render_template("donor/withdraw.html", errors=[str(error)], **page), 409
+    return withdrawal_confirmation(session, result)
+
+
+def withdrawal_confirmation(session: Session, result: withdrawal.WithdrawalResult) -> str:
+    """The confirmation page with the new signed receipt (also used without login)."""
+    record = consents.get_consent(session, result.consent_id)
+    event = consents.events(session, result.consent_id)[-1]
+    receipt = receipts.issue(session, record, event)
+    return render_template("donor/withdrawn.html", result=result, receipt=receipt)

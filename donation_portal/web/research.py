@@ -1,0 +1,210 @@
+"""Research pages: the researcher's profile, requests and downloads; the steward's decisions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from marshmallow import ValidationError
+from werkzeug.datastructures import MultiDict
+
+from donation_portal.adapters import services
+from donation_portal.adapters.models import ResearcherProfile, User
+from donation_portal.adapters.request_session import get_session
+from donation_portal.web.packaging import file_response, manifest_csv, tar_response
+from donation_portal.web.research_schemas import ApprovalSchema, ProfileSchema, RequestSchema
+from donation_portal.web.schemas import first_errors
+from donation_portal.web.security import role_required
+from donation_portal.workflows import releases, tokens
+from donation_portal.workflows.eligibility import count, eligible_files
+
+researcher_bp = Blueprint("research", __name__, url_prefix="/researcher")
+steward_bp = Blueprint("research_steward", __name__, url_prefix="/steward/requests")
+STAFF = ("steward", "admin")
+
+
+def refused(error: releases.ResearchError) -> tuple[Any, int]:
+    if request.path.startswith("/api/"):
+        return jsonify({"status": error.status, "detail": str(error)}), error.status
+    return render_template("error.html", status=error.status, message=str(error)), error.status
+
+
+@researcher_bp.route("/profile", methods=["GET", "POST"])
+@role_required("researcher")
+def profile() -> Any:
+    session = get_session()
+    if request.method == "POST":
+        try:
+            data = ProfileSchema().load(request.form.to_dict())
+        except ValidationError as error:
+            return render_template("researcher/profile.html", errors=first_errors(error)), 422
+        releases.save_profile(session, current_user.user, data["affiliation"], data["public_key"])
+        flash("Your profile and public key were saved.")
+        return redirect(url_for("researcher.home"), 303)
+    return render_template(
+        "researcher/profile.html", profile=session.get(ResearcherProfile, current_user.user.id)
+    )
+
+
+@researcher_bp.post("/tokens")
+@role_required("researcher")
+def new_token() -> str:
+    token = tokens.issue(get_session(), current_user.user)
+    return render_template("researcher/token.html", token=token)
+
+
+def _request_data() -> dict[str, Any]:
+    form = request.form
+    return {
+        "title": form.get("title", ""),
+        "abstract": form.get("abstract", ""),
+        "use": {
+            "purpose": form.get("purpose", ""),
+            "disease": form.get("disease") or None,
+            **{
+                flag: form.get(flag) == "yes"
+                for flag in ("commercial", "publishes", "not_for_profit", "methods_development")
+            },
+        },
+        "filters": {
+            **{name: _codes(form, name) for name in ("modalities", "body_parts")},
+            "sexes": [s for s in form.getlist("sexes") if s],
+            **{
+                bound: form.get(bound) or None
+                for bound in ("age_min", "age_max", "study_year_min", "study_year_max")
+            },
+        },
+    }
+
+
+def _codes(form: Any, name: str) -> list[str]:
+    """Code strings from a text field ("CT, MR") or repeated fields, upper-cased as DICOM has
+    them."""
+    found = []
+    for value in form.getlist(name):
+        found += [part.strip().upper() for part in value.replace(";", ",").split(",")]
+    return [code for code in found if code]
+
+
+@researcher_bp.route("/requests/new", methods=["GET", "POST"])
+@role_required("researcher")
+def new_request() -> Any:
+    if request.method == "GET":
+        return render_template("researcher/request.html", form=MultiDict())
+    try:
+        data = RequestSchema().load(_request_data())
+    except ValidationError as error:
+        page = render_template(
+            "researcher/request.html", errors=first_errors(error), form=request.form
+        )
+        return page, 422
+    session = get_session()
+    if request.form.get("action") == "count":
+        matched = count(eligible_files(session, data["use"], data["filters"]))
+        return render_template("researcher/request.html", matched=matched, form=request.form)
+    ethics = request.files.get("ethics")
+    stream = ethics.stream if ethics is not None and ethics.filename else None
+    releases.submit_request(
+        session, current_user.user, **data, ethics=stream, store=services.object_store(session)
+    )
+    flash("Your request was submitted to the data stewards.")
+    return redirect(url_for("researcher.home"), 303)
+
+
+@researcher_bp.get("/releases/<release_id>/files/<int:position>")
+@role_required("researcher")
+def download(release_id: str, position: int) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    return file_response(
+        session, services.object_store(session), release, position, current_user.user
+    )
+
+
+@researcher_bp.get("/releases/<release_id>/release.tar")
+@role_required("researcher")
+def download_tar(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    return tar_response(session, services.object_store(session), release, current_user.user)
+
+
+@researcher_bp.get("/releases/<release_id>/manifest.csv")
+@role_required("researcher")
+def manifest_csv_view(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    items = releases.read_manifest(session, release, current_user.user)
+    return Response(manifest_csv(items), mimetype="text/csv")
+
+
+@researcher_bp.get("/releases/<release_id>/manifest.json")
+@role_required("researcher")
+def manifest_json(release_id: str) -> Response:
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    items = releases.read_manifest(session, release, current_user.user)
+    return jsonify({"release_id": release.id, "items": items})
+
+
+@steward_bp.get("/")
+@role_required(*STAFF)
+def queue() -> str:
+    session = get_session()
+    pending = releases.pending_requests(session)
+    approvals = {r.id: releases.approvals_count(session, r.id) for r in pending}
+    people = {
+        r.id: (session.get(User, r.researcher_id), session.get(ResearcherProfile, r.researcher_id))
+        for r in pending
+    }
+    return render_template(
+        "steward/requests.html", requests=pending, approvals=approvals, people=people
+    )
+
+
+@steward_bp.get("/<request_id>/ethics")
+@role_required(*STAFF)
+def ethics_document(request_id: str) -> Response:
+    """The request's ethics approval, decrypted for the steward deciding on it (audited)."""
+    session = get_session()
+    data = releases.ethics_document(
+        session, services.object_store(session), request_id, current_user.user
+    )
+    response = Response(data, mimetype="application/octet-stream")
+    response.headers["Content-Disposition"] = f'attachment; filename="ethics-{request_id}"'
+    return response
+
+
+@steward_bp.post("/<request_id>/decision")
+@role_required(*STAFF)
+def decide(request_id: str) -> Any:
+    try:
+        data = ApprovalSchema().load(request.form.to_dict())
+    except ValidationError as error:
+        abort(422, "; ".join(first_errors(error)))
+    session = get_session()
+    if data["decision"] == "reject":
+        releases.reject(session, request_id, current_user.user, data["reason"])
+        flash("The request was rejected.")
+        return redirect(url_for("research_steward.queue"), 303)
+    if data["expires"] is None:
+        raise releases.ResearchError("Please give the date the access expires.", 422)
+    # "access until" a day includes that day: it ends at the next midnight (UTC)
+    expires = datetime.combine(data["expires"] + timedelta(days=1), time(), tzinfo=UTC)
+    needed = 2 if current_app.config["RESEARCH_FOUR_EYES"] else 1
+    release = releases.approve(session, request_id, current_user.user, expires, needed)
+    flash("Release created." if release else "Approved; a second steward must approve too.")
+    return redirect(url_for("research_steward.queue"), 303)

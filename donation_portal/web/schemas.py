@@ -1,0 +1,128 @@
+"""Validation of what arrives over HTTP. Schemas check shape only; they never touch the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from donation_portal.workflows.accounts import MIN_PASSWORD_LENGTH
+
+_EMAIL = fields.Email(
+    required=True,
+    validate=validate.Length(max=254),
+    error_messages={"invalid": "Enter a valid e-mail address."},
+)
+
+
+class RegisterSchema(Schema):
+    email = _EMAIL
+    password = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=MIN_PASSWORD_LENGTH,
+            max=200,
+            error=f"Choose a password of {MIN_PASSWORD_LENGTH} to 200 characters.",
+        ),
+    )
+    password_confirm = fields.String(required=True)
+
+    @validates_schema
+    def passwords_match(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("password") != data.get("password_confirm"):
+            raise ValidationError("The two passwords differ.", "password_confirm")
+
+
+class LoginSchema(Schema):
+    email = fields.String(required=True, validate=validate.Length(min=3, max=254))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class SignConsentSchema(Schema):
+    template_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    modules = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list)
+    full_name = fields.String(
+        required=True,
+        validate=validate.Length(min=2, max=200, error="Please type your full name to sign."),
+    )
+
+
+class UploadSchema(Schema):
+    submission_key = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
+
+
+_MODE = validate.OneOf(
+    ("stop_use", "erase"), error="Choose whether your files are kept unused or erased."
+)
+
+
+class WithdrawSchema(Schema):
+    """Withdraw the whole consent (no modules ticked) or only the optional modules ticked."""
+
+    confirm = fields.String(
+        required=True,
+        validate=validate.Equal("yes", error="Tick the box to confirm that you want to withdraw."),
+    )
+    scope = fields.String(
+        required=True,
+        validate=validate.OneOf(("all", "modules"), error="Choose what to withdraw."),
+    )
+    mode = fields.String(load_default="stop_use", validate=_MODE)
+    modules = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list)
+
+
+class CodeWithdrawSchema(WithdrawSchema):
+    consent_id = fields.String(
+        required=True,
+        validate=validate.Length(min=10, max=64, error="Enter the consent ID from your receipt."),
+    )
+    code = fields.String(
+        required=True,
+        validate=validate.Length(
+            min=8, max=64, error="Enter the withdrawal code from your receipt."
+        ),
+    )
+
+
+def load_form(schema: Schema, form: Any, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a Werkzeug form into ``schema``: single values, except the fields named in ``lists``."""
+    data: dict[str, Any] = {key: form.get(key) for key in form if key != "csrf_token"}
+    for key in lists:
+        data[key] = form.getlist(key)
+    return schema.load(data, unknown="exclude")
+
+
+def first_errors(error: ValidationError) -> list[str]:
+    """Flatten marshmallow's messages into sentences for the page, labelled by field."""
+    messages: list[str] = []
+
+    def walk(value: Any, label: str) -> None:
+        if isinstance(value, str):
+            generic = value.startswith(("Missing data", "Field may not", "Not a valid"))
+            messages.append(f"{label}: {value}" if label and generic else value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, label or str(key).replace("_", " ").capitalize())
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, label)
+
+    walk(error.messages, "")
+    return messages
+
+
+class DecisionSchema(Schema):
+    decision = fields.String(
+        required=True,
+        validate=validate.OneOf(("approve", "reject"), error="Choose approve or reject."),
+    )
+    reason = fields.String(load_default="", validate=validate.Length(max=500))
+
+
+class AuditFilterSchema(Schema):
+    action = fields.String(load_default=None, validate=validate.Length(max=80))
+    actor = fields.String(load_default=None, validate=validate.Length(max=100))
+    subject_id = fields.String(load_default=None, validate=validate.Length(max=100))
+    since = fields.Date(load_default=None)
+    until = fields.Date(load_default=None)
+    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1))

@@ -1,0 +1,75 @@
+"""Login, CSRF, rate limits and role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Flask, abort, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, UserMixin, current_user
+from flask_wtf.csrf import CSRFProtect
+
+from donation_portal.adapters.models import User
+from donation_portal.adapters.request_session import get_session
+from donation_portal.workflows import accounts
+
+csrf = CSRFProtect()
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.login_message = "Please log in to continue."
+login_manager.session_protection = "strong"
+limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LoginUser(UserMixin):
+    """What flask-login keeps: the user row plus a session ID that logout can revoke."""
+
+    def __init__(self, user: User) -> None:
+        self.user = user
+
+    def get_id(self) -> str:
+        return accounts.login_id(self.user)
+
+    @property
+    def role(self) -> str:
+        return self.user.role
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+    app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    limiter.init_app(app)
+
+
+@login_manager.user_loader
+def _load_user(login_id: str) -> LoginUser | None:
+    user = accounts.user_for_login(get_session(), login_id)
+    return LoginUser(user) if user is not None else None
+
+
+def login_rate_limit() -> str:
+    return current_app.config["LOGIN_RATE_LIMIT"]
+
+
+def role_required(*roles: str) -> Callable[[F], F]:
+    """Only logged-in users with one of ``roles`` may pass; others get 403."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if current_user.role not in roles:
+                abort(403)
+            return view(*args, **kwargs)
+
+        return wrapped  # type: ignore[return-value]
+
+    return decorator

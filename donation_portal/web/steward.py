@@ -1,0 +1,166 @@
+"""Steward pages: consents, review queues, withdrawals, templates, and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from marshmallow import ValidationError
+from sqlalchemy import func, select
+from werkzeug.wrappers import Response
+
+import consent as consents
+from consent import Consent
+from donation_portal.adapters import services
+from donation_portal.adapters.models import DonatedFile, Donation
+from donation_portal.adapters.request_session import get_session
+from donation_portal.web.schemas import AuditFilterSchema, DecisionSchema, first_errors, load_form
+from donation_portal.web.security import role_required
+from donation_portal.workflows import releases, review
+
+bp = Blueprint("steward", __name__, url_prefix="/steward")
+STAFF = ("steward", "admin")
+
+
+@bp.get("/", endpoint="consents")
+@role_required(*STAFF)
+def consents_page() -> str:
+    session = get_session()
+    rows = session.scalars(select(Consent).order_by(Consent.signed_at.desc())).all()
+    state = consents.states(session, [row.id for row in rows])
+    expiring = review.expiring_consents(session)
+    return render_template("steward/consents.html", consents=rows, state=state, expiring=expiring)
+
+
+@bp.get("/consents/<consent_id>/fhir")
+@role_required(*STAFF)
+def consent_fhir(consent_id: str) -> Response:
+    try:
+        resource = consents.to_fhir_consent(get_session(), consent_id)
+    except consents.UnknownConsent:
+        abort(404)
+    response = jsonify(resource)
+    response.mimetype = "application/fhir+json"
+    return response
+
+
+@bp.get("/templates")
+@role_required(*STAFF)
+def templates() -> str:
+    return render_template("steward/templates.html", templates=consents.templates(get_session()))
+
+
+@bp.get("/donations")
+@role_required(*STAFF)
+def donations() -> str:
+    return _donations_page()[0]
+
+
+def _donations_page(errors: list[str] | None = None, status: int = 200) -> tuple[str, int]:
+    session = get_session()
+    counts: dict[str, dict[str, int]] = {}
+    query = select(DonatedFile.donation_id, DonatedFile.status, func.count()).group_by(
+        DonatedFile.donation_id, DonatedFile.status
+    )
+    for donation_id, file_status, files in session.execute(query):
+        counts.setdefault(donation_id, {})[file_status] = files
+    rows = session.scalars(select(Donation).order_by(Donation.created_at.desc())).all()
+    page = render_template(
+        "steward/donations.html",
+        donations=rows,
+        counts=counts,
+        state=consents.states(session, {row.consent_id for row in rows}),
+        quarantined=review.files_awaiting_review(session),
+        errors=errors,
+    )
+    return page, status
+
+
+@bp.post("/donations/<donation_id>/decision")
+@role_required(*STAFF)
+def decide_donation(donation_id: str) -> Response | tuple[str, int]:
+    session = get_session()
+    try:
+        data = load_form(DecisionSchema(), request.form)
+        review.decide_donation(
+            session,
+            donation_id,
+            current_user.user,
+            approve=data["decision"] == "approve",
+            reason=data["reason"],
+        )
+    except ValidationError as error:
+        return _donations_page(first_errors(error), 400)
+    except review.ReviewError as error:
+        return _donations_page([str(error)], 409)
+    flash("Decision recorded.")
+    return redirect(url_for("steward.donations"), 303)
+
+
+@bp.post("/files/<int:file_id>/decision")
+@role_required(*STAFF)
+def decide_file(file_id: int) -> Response | tuple[str, int]:
+    session = get_session()
+    try:
+        data = load_form(DecisionSchema(), request.form)
+        review.decide_file(
+            session,
+            file_id,
+            current_user.user,
+            services.object_store(session),
+            release=data["decision"] == "approve",
+        )
+    except ValidationError as error:
+        return _donations_page(first_errors(error), 400)
+    except review.ReviewError as error:
+        return _donations_page([str(error)], 409)
+    flash("Decision recorded.")
+    return redirect(url_for("steward.donations"), 303)
+
+
+@bp.get("/withdrawals")
+@role_required(*STAFF)
+def withdrawals() -> str:
+    session = get_session()
+    items = review.withdrawals(session)
+    touched = releases.releases_touched(session, [item.event.id for item in items])
+    return render_template("steward/withdrawals.html", items=items, touched=touched)
+
+
+@bp.post("/withdrawals/<int:event_id>/acknowledge")
+@role_required(*STAFF)
+def acknowledge(event_id: int) -> Response | tuple[str, int]:
+    try:
+        review.acknowledge_withdrawal(get_session(), event_id, current_user.user)
+    except review.ReviewError as error:
+        page = render_template(
+            "steward/withdrawals.html", items=review.withdrawals(get_session()), errors=[str(error)]
+        )
+        return page, 409
+    flash("Withdrawal acknowledged.")
+    return redirect(url_for("steward.withdrawals"), 303)
+
+
+@bp.get("/audit")
+@role_required(*STAFF)
+def audit() -> str | tuple[str, int]:
+    session = get_session()
+    try:
+        filters = AuditFilterSchema().load(
+            {k: v for k, v in request.args.items() if v}, unknown="exclude"
+        )
+    except ValidationError as error:
+        return render_template(
+            "steward/audit.html", entries=[], filters={}, errors=first_errors(error)
+        ), 400
+    since, until = filters.pop("since"), filters.pop("until")
+    entries = consents.audit.query(
+        session,
+        since=datetime.combine(since, time(), UTC) if since else None,
+        until=datetime.combine(until, time(), UTC) + timedelta(days=1) if until else None,
+        limit=100,
+        **filters,
+    )
+    shown = {k: v for k, v in request.args.items() if k != "before_id"}
+    return render_template("steward/audit.html", entries=entries, filters=shown)

@@ -1,0 +1,115 @@
+"""Which donated files a stated research use may receive: the single place for that rule.
+
+A file is eligible when it was accepted by de-identification (or cleared by a steward), its
+donation was approved by a steward, its consent is in force (neither withdrawn nor expired)
+and the consent's DUO terms permit the use (``consent.duo_matching``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+import consent as consents
+from consent import duo_matching
+from donation_portal.adapters.models import REVIEW_APPROVED, DonatedFile, Donation
+from donation_portal.workflows.ingest import ACCEPTED
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    donors: int
+    studies: int
+    files: int
+
+
+def research_use(use: Mapping[str, Any]) -> duo_matching.ResearchUse:
+    """The library's ResearchUse for a request's stored ``use``; ValueError when invalid."""
+    return duo_matching.ResearchUse(
+        purpose=use["purpose"],
+        disease=use.get("disease") or None,
+        commercial=bool(use.get("commercial")),
+        not_for_profit=bool(use.get("not_for_profit")),
+        publishes=bool(use.get("publishes")),
+        methods_development=bool(use.get("methods_development")),
+        ethics_approved=bool(use.get("ethics_approved")),
+    )
+
+
+def eligible_files(
+    session: Session, use: Mapping[str, Any], filters: Mapping[str, Any]
+) -> list[DonatedFile]:
+    """The files the use may receive now, in a stable order."""
+    wanted = research_use(use)
+    query = (
+        select(DonatedFile)
+        .join(Donation, Donation.id == DonatedFile.donation_id)
+        .where(
+            DonatedFile.status == ACCEPTED,
+            DonatedFile.object_id.is_not(None),
+            Donation.review_status == REVIEW_APPROVED,
+        )
+        .order_by(DonatedFile.id)
+    )
+    query = _filtered(query, filters)
+    files = list(session.scalars(query))
+    allowed = permitting(session, {f.consent_id for f in files}, wanted)
+    return [f for f in files if f.consent_id in allowed]
+
+
+def permitting(
+    session: Session, consent_ids: Collection[str], wanted: duo_matching.ResearchUse
+) -> set[str]:
+    """The consents among ``consent_ids`` in force now whose DUO terms permit ``wanted``.
+
+    Checked again at every download: withdrawing one module (say, commercial use) keeps the
+    consent in force but can take a release's use away from it.
+    """
+    allowed = set()
+    for consent_id in set(consent_ids) - consents.excluded_ids(session):
+        terms = consents.duo_terms(session, consent_id)
+        if duo_matching.permits(terms, wanted, _diseases(session, consent_id)):
+            allowed.add(consent_id)
+    return allowed
+
+
+def _filtered(query: Select, filters: Mapping[str, Any]) -> Select:
+    """Cohort filters: lists match any listed value; ranges are inclusive, and a file without
+    the value (say, no age in its header) does not match a range that asks for one."""
+    for key, column in (
+        ("modalities", DonatedFile.modality),
+        ("body_parts", DonatedFile.body_part),
+        ("sexes", DonatedFile.patient_sex),
+    ):
+        if values := filters.get(key):
+            query = query.where(column.in_(values))
+    for key, column in (
+        ("age", DonatedFile.patient_age_years),
+        ("study_year", DonatedFile.study_year),
+    ):
+        if (low := filters.get(f"{key}_min")) is not None:
+            query = query.where(column >= low)
+        if (high := filters.get(f"{key}_max")) is not None:
+            query = query.where(column <= high)
+    return query
+
+
+def _diseases(session: Session, consent_id: str) -> set[str]:
+    """The diseases the consent's granted modules name (for DUO:0000007)."""
+    consent = consents.get_consent(session, consent_id)
+    template = session.get(consents.ConsentTemplate, consent.template_id)
+    granted = set(consents.granted_modules(session, consent_id))
+    modules = template.modules if template is not None else []
+    return {code for m in modules if m["id"] in granted for code in m.get("diseases", [])}
+
+
+def count(files: list[DonatedFile]) -> MatchCount:
+    return MatchCount(
+        donors=len({f.consent_id for f in files}),
+        studies=len({f.study_instance_uid for f in files}),
+        files=len(files),
+    )

@@ -1,0 +1,186 @@
+"""Steward review: donations into the research pool, quarantined files, withdrawals seen.
+
+Every decision records who and when on the row and in the audit trail, in the request's
+transaction. Files the engine held for review stay out of the pool until a steward clears
+them; a file refused on review is deleted (after the commit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import consent as consents
+from consent import Consent, ConsentEvent
+from consent.db import utcnow
+from donation_portal.adapters.db import on_commit
+from donation_portal.adapters.models import (
+    REVIEW_APPROVED,
+    REVIEW_PENDING,
+    REVIEW_REJECTED,
+    DonatedFile,
+    Donation,
+    StoredObject,
+    User,
+    WithdrawalAcknowledgement,
+)
+from donation_portal.workflows.ingest import ACCEPTED, NEEDS_REVIEW, REJECTED
+from storage import ObjectStore
+
+EXPIRY_WARNING = timedelta(days=30)
+
+
+class ReviewError(Exception):
+    """A review decision was refused; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class WithdrawalItem:
+    event: ConsentEvent
+    files: int
+    acknowledged: WithdrawalAcknowledgement | None
+
+
+def actor(user: User) -> str:
+    return f"user:{user.id}"
+
+
+def pending_donations(session: Session) -> list[Donation]:
+    query = (
+        select(Donation)
+        .where(Donation.review_status == REVIEW_PENDING)
+        .order_by(Donation.created_at)
+    )
+    return list(session.scalars(query))
+
+
+def decide_donation(
+    session: Session, donation_id: str, steward: User, *, approve: bool, reason: str = ""
+) -> Donation:
+    """Approve a donation into the research pool, or reject it with a reason."""
+    donation = session.get(Donation, donation_id, with_for_update=True)
+    if donation is None:
+        raise ReviewError("This donation does not exist.")
+    if donation.review_status != REVIEW_PENDING:
+        raise ReviewError("This donation has already been reviewed.")
+    if not approve and not reason.strip():
+        raise ReviewError("Please give a reason for the rejection.")
+    if approve and not consents.in_force(session, donation.consent_id):
+        raise ReviewError("The donor's consent is no longer in force; it cannot be approved.")
+    donation.review_status = REVIEW_APPROVED if approve else REVIEW_REJECTED
+    donation.reviewed_by = steward.id
+    donation.reviewed_at = utcnow()
+    donation.review_reason = reason.strip() or None
+    session.flush()
+    consents.audit.record(
+        session,
+        "donation.approved" if approve else "donation.rejected",
+        actor=actor(steward),
+        subject_type="donation",
+        subject_id=donation.id,
+        detail={"consent_id": donation.consent_id},
+    )
+    return donation
+
+
+def files_awaiting_review(session: Session) -> list[DonatedFile]:
+    query = (
+        select(DonatedFile)
+        .where(DonatedFile.status == NEEDS_REVIEW)
+        .order_by(DonatedFile.created_at)
+    )
+    return list(session.scalars(query))
+
+
+def decide_file(
+    session: Session,
+    file_id: int,
+    steward: User,
+    store: ObjectStore,
+    *,
+    release: bool,
+) -> DonatedFile:
+    """Clear a quarantined file for the pool, or refuse it (its object is then deleted)."""
+    donated = session.get(DonatedFile, file_id, with_for_update=True)
+    if donated is None or donated.status != NEEDS_REVIEW:
+        raise ReviewError("This file is not waiting for review.")
+    if release and not consents.in_force(session, donated.consent_id):
+        raise ReviewError("The donor's consent is no longer in force; this file cannot be cleared.")
+    donated.reviewed_by = steward.id
+    donated.reviewed_at = utcnow()
+    if release:
+        donated.status = ACCEPTED
+    else:
+        object_id = donated.object_id
+        donated.status = REJECTED
+        donated.reason_code = "refused_on_review"
+        donated.reason = "A data steward found text in the image that could identify you."
+        donated.object_id = None
+        if object_id is not None:
+            session.flush()
+            session.delete(session.get(StoredObject, object_id))
+            on_commit(session, lambda: store.delete(object_id))
+    session.flush()
+    consents.audit.record(
+        session,
+        "file.cleared" if release else "file.refused",
+        actor=actor(steward),
+        subject_type="donated_file",
+        subject_id=str(donated.id),
+        detail={"donation_id": donated.donation_id},
+    )
+    return donated
+
+
+def withdrawals(session: Session) -> list[WithdrawalItem]:
+    """Every withdrawal with how many files it touched and whether it was acknowledged."""
+    events = session.scalars(
+        select(ConsentEvent)
+        .where(ConsentEvent.kind.in_([consents.WITHDRAWN, "module_withdrawn"]))
+        .order_by(ConsentEvent.at.desc())
+    ).all()
+    consent_ids = [event.consent_id for event in events]
+    counts = dict(
+        session.execute(
+            select(DonatedFile.consent_id, func.count())
+            .where(DonatedFile.consent_id.in_(consent_ids))
+            .group_by(DonatedFile.consent_id)
+        ).all()
+    )
+    acks = {
+        ack.event_id: ack
+        for ack in session.scalars(
+            select(WithdrawalAcknowledgement).where(
+                WithdrawalAcknowledgement.event_id.in_([event.id for event in events])
+            )
+        )
+    }
+    return [WithdrawalItem(e, counts.get(e.consent_id, 0), acks.get(e.id)) for e in events]
+
+
+def acknowledge_withdrawal(session: Session, event_id: int, steward: User) -> None:
+    event = session.get(ConsentEvent, event_id)
+    if event is None or event.kind not in (consents.WITHDRAWN, "module_withdrawn"):
+        raise ReviewError("This withdrawal does not exist.")
+    existing = session.scalars(
+        select(WithdrawalAcknowledgement).where(WithdrawalAcknowledgement.event_id == event_id)
+    ).first()
+    if existing is not None:
+        raise ReviewError("This withdrawal has already been acknowledged.")
+    session.add(WithdrawalAcknowledgement(event_id=event_id, steward_id=steward.id))
+    session.flush()
+    consents.audit.record(
+        session,
+        "withdrawal.acknowledged",
+        actor=actor(steward),
+        subject_type="consent",
+        subject_id=event.consent_id,
+        detail={"event_id": event_id},
+    )
+
+
+def expiring_consents(session: Session) -> list[Consent]:
+    return consents.expiring(session, within=EXPIRY_WARNING)
