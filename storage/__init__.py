@@ -19,7 +19,14 @@ Scope IDs are opaque strings to this library.
 
 from .backend import Backend, BackendWriter, LocalBackend, new_object_id
 from .c4gh_format import SEGMENT_SIZE
-from .errors import IntegrityError, KeyUnavailable, ObjectNotFound, StorageError
+from .errors import (
+    IntegrityError,
+    KeyUnavailable,
+    ObjectNotFound,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
 from .keyfiles import (
     export_private_key_file,
     load_private_key_file,
@@ -61,6 +68,8 @@ __all__ = [
     "ObjectStore",
     "ObjectWriter",
     "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
     "SweepReport",
     "VerifyReport",
     "WrappedKey",

@@ -35,3 +35,11 @@ def naming(error: StorageError, object_id: str) -> StorageError:
     if error.object_id == object_id:
         return error
     return type(error)(error.reason, object_id)
+
+
+class StorageFull(StorageError):
+    """The backend has no room (disk full, quota or bucket limit); nothing was left behind."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached right now (network, throttling); retrying may succeed."""
