@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Integer,
@@ -25,6 +26,28 @@ from consent.db import ConsentBase, utcnow
 from storage import ObjectInfo
 
 ROLES = ("donor", "steward", "researcher", "admin")
+
+# A donated file's status, as the donor sees it: waiting for a worker, being processed, then
+# one of the outcomes. ``duplicate``: the donor gave this image before; it is not stored twice.
+FILE_WAITING = "waiting"
+FILE_PROCESSING = "processing"
+FILE_ACCEPTED = "accepted"
+FILE_NEEDS_REVIEW = "needs_review"
+FILE_REJECTED = "rejected"
+FILE_DUPLICATE = "duplicate"
+FILE_ERASED = "erased"
+FILE_CANCELLED = "cancelled"
+FILE_PENDING_STATES = (FILE_WAITING, FILE_PROCESSING)
+
+# An upload's state: bytes arriving (tus), then handed to the ingest job, then finished.
+UPLOAD_RECEIVING = "receiving"
+UPLOAD_QUEUED = "queued"
+UPLOAD_PROCESSING = "processing"
+UPLOAD_DONE = "done"
+UPLOAD_TERMINATED = "terminated"
+UPLOAD_EXPIRED = "expired"
+UPLOAD_CANCELLED = "cancelled"
+UPLOAD_LIVE_STATES = (UPLOAD_RECEIVING, UPLOAD_QUEUED, UPLOAD_PROCESSING)
 REVIEW_PENDING = "pending"
 REVIEW_APPROVED = "approved"
 REVIEW_REJECTED = "rejected"
@@ -93,6 +116,10 @@ class DonatedFile(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"), unique=True)
+    # keyed fingerprint of the source SOP Instance UID, scoped to the donor: recognises an
+    # image donated twice without keeping the UID itself
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
 
     donation: Mapped[Donation] = relationship(back_populates="files")
     stored_object: Mapped[StoredObject | None] = relationship()
@@ -112,7 +139,7 @@ class StoredObject(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-def stored_info(row: StoredObject) -> ObjectInfo:
+def stored_info(row: StoredObject | UploadPart) -> ObjectInfo:
     """What the storage library needs to read and check the object."""
     return ObjectInfo(
         object_id=row.object_id,
@@ -122,6 +149,57 @@ def stored_info(row: StoredObject) -> ObjectInfo:
         stored_size=row.stored_size,
         stored_sha256=row.stored_sha256,
     )
+
+
+class Upload(Base):
+    """One file sent by a donor (tus, or the plain form): encrypted parts, then the ingest job.
+
+    ``offset`` is durable: it only moves when a part has been committed to storage and recorded
+    here. The parts are encrypted to the upload's own quarantine key scope, destroyed with them.
+    """
+
+    __tablename__ = "uploads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    donor_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    consent_id: Mapped[str] = mapped_column(ForeignKey("consents.id"), index=True)
+    donation_id: Mapped[str] = mapped_column(ForeignKey("donations.id"), index=True)
+    scope_id: Mapped[str] = mapped_column(String(64))
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(String(20), default=UPLOAD_RECEIVING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    parts: Mapped[list[UploadPart]] = relationship(order_by="UploadPart.offset")
+
+
+class UploadPart(Base):
+    """A committed, encrypted piece of an upload (one PATCH, or what arrived before a break)."""
+
+    __tablename__ = "upload_parts"
+    __table_args__ = (UniqueConstraint("upload_id", "offset"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), index=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    object_id: Mapped[str] = mapped_column(String(64), unique=True)
+    scope_id: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    stored_sha256: Mapped[str] = mapped_column(String(64))
+
+
+class WorkerHeartbeat(Base):
+    """The last time each worker ran the scheduled heartbeat job; /healthz reads it."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ScopeKey(Base):

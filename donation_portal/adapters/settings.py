@@ -76,6 +76,9 @@ def _resolve_paths(settings: dict[str, Any], instance: Path) -> None:
         settings[key] = str(value if value.is_absolute() else instance / value)
     if not settings.get("DATABASE_URL") and settings["ENV"] != "production":
         settings["DATABASE_URL"] = f"sqlite:///{instance / 'portal.sqlite3'}"
+    if not settings.get("BROKER_URL") and settings["ENV"] != "production":
+        # the embedded broker: no server to run for `make run`
+        settings["BROKER_URL"] = f"sqla+sqlite:///{instance / 'broker.sqlite3'}"
     if not settings.get("SECRET_KEY"):
         secret_file = instance / "secret_key"
         if secret_file.exists():
@@ -84,7 +87,17 @@ def _resolve_paths(settings: dict[str, Any], instance: Path) -> None:
 
 def validate(settings: Mapping[str, Any]) -> None:
     """Refuse settings that would run insecurely or not at all."""
-    for key in ("MAX_FILE_BYTES", "MAX_REQUEST_BYTES", "QUARANTINE_MAX_AGE"):
+    for key in (
+        "MAX_FILE_BYTES",
+        "MAX_REQUEST_BYTES",
+        "QUARANTINE_MAX_AGE",
+        "UPLOAD_EXPIRY",
+        "UPLOAD_MAX_BYTES_IN_FLIGHT",
+        "UPLOAD_MAX_FILES_PER_DAY",
+        "JOB_MAX_ATTEMPTS",
+        "JOB_STALLED_AFTER",
+        "ORPHAN_GRACE",
+    ):
         if int(settings[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
     secret = settings.get("SECRET_KEY") or ""
@@ -93,8 +106,16 @@ def validate(settings: Mapping[str, Any]) -> None:
             "no SECRET_KEY: set PORTAL_SECRET_KEY, or run `make run` once "
             "to create instance/secret_key"
         )
+    if settings.get("STORAGE_BACKEND") not in ("local", "s3"):
+        raise ConfigError("STORAGE_BACKEND must be local or s3")
+    if settings["STORAGE_BACKEND"] == "s3" and not settings.get("S3_BUCKET"):
+        raise ConfigError("STORAGE_BACKEND=s3 needs PORTAL_S3_BUCKET")
     if settings["ENV"] != "production":
         return
+    if not settings.get("BROKER_URL"):
+        raise ConfigError("production needs PORTAL_BROKER_URL (redis://... or amqp://...)")
+    if settings.get("JOBS_INLINE"):
+        raise ConfigError("production runs jobs on workers: PORTAL_JOBS_INLINE must be false")
     if secret == _TEST_SECRET or len(secret) < 32:
         raise ConfigError(
             "production refuses the default or a short SECRET_KEY (use 32+ random chars)"
