@@ -23,6 +23,7 @@ def init_app(app: Flask) -> None:
         researcher,
         security,
         steward,
+        tus,
     )
     from donation_portal.workflows import releases
 
@@ -35,5 +36,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_error_handler(releases.ResearchError, research.refused)
     errors.init_app(app)
-    app.after_request(uploads.discard_quarantine)
-    app.teardown_request(uploads.discard_quarantine_on_error)
+    app.register_blueprint(tus.bp)
+    app.teardown_request(uploads.discard_unclaimed)

@@ -9,6 +9,7 @@ from flask import (
     abort,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -22,7 +23,7 @@ from werkzeug.wrappers import Response
 
 import consent as consents
 from donation_portal.adapters import services
-from donation_portal.adapters.models import Donation
+from donation_portal.adapters.models import FILE_PENDING_STATES, Donation
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
 from donation_portal.web.auth import home_url
@@ -34,10 +35,20 @@ from donation_portal.web.schemas import (
     load_form,
 )
 from donation_portal.web.security import role_required
-from donation_portal.workflows import withdrawal
-from donation_portal.workflows.ingest import SubmissionConflict, ingest_upload
+from donation_portal.web.uploads import take_spooled
+from donation_portal.workflows import uploads, withdrawal
 
 bp = Blueprint("donor", __name__)
+STATUS_LABELS = {
+    "waiting": "Waiting to be processed",
+    "processing": "Being processed",
+    "accepted": "Accepted",
+    "needs_review": "Accepted, held for review",
+    "rejected": "Not accepted",
+    "duplicate": "Already donated",
+    "cancelled": "Not processed",
+    "erased": "Erased",
+}
 LANGUAGES = ("en", "de")
 
 
@@ -106,6 +117,7 @@ def consent() -> str | Response | tuple[str, int]:
     except consents.ConsentError as error:
         return _consent_error(template, active, renewal, [str(error)])
     receipt = receipts.issue(session, signed.consent, signed.event, signed.withdrawal_code)
+    session.commit()
     return render_template(
         "donor/signed.html",
         consent=signed.consent,
@@ -136,6 +148,7 @@ def _consent_error(
 @bp.route("/donations/new", methods=["GET", "POST"])
 @role_required("donor")
 def upload() -> str | Response | tuple[str, int]:
+    """The upload page; its POST is the no-JavaScript fallback of the tus uploader."""
     active = _active_consent()
     if request.method == "GET":
         if active is None:
@@ -144,44 +157,62 @@ def upload() -> str | Response | tuple[str, int]:
         return render_template("donor/upload.html", submission_key=secrets.token_hex(16))
     if active is None:
         return _upload_error(["Please sign the consent before donating images."], 409)
+    session = get_session()
+    session.commit()  # nothing written: end the read before the body is received
     try:
         data = load_form(UploadSchema(), request.form)
     except ValidationError:
         return _upload_error(["The form has expired. Please choose your files again."], 400)
-    files = [f for f in request.files.getlist("files") if f.filename or f.content_length]
-    if not files:
+    chosen = [bool(f.filename) for f in request.files.getlist("files")]
+    spooled = [
+        item for item, named in zip(take_spooled(), chosen, strict=False) if named or item.info.size
+    ]
+    if not spooled:
         return _upload_error(["Please choose at least one file."], 400)
-    session = get_session()
+    limit = int(current_app.config["MAX_FILE_BYTES"])
+    too_large = [item for item in spooled if item.info.size > limit]
+    if too_large:
+        for item in spooled:
+            services.backend().delete(item.info.object_id)
+        mib = f"{limit / 2**20:.0f} MiB"
+        return _upload_error([f"{len(too_large)} file(s) are larger than the {mib} limit."], 413)
     try:
-        result = ingest_upload(
+        donation = uploads.submit_parts(
             session,
+            services.object_store(session),
             donor_id=current_user.user.id,
-            consent=active,
+            active=active,
             submission_key=data["submission_key"],
-            files=[f.stream for f in files],
-            store=services.object_store(session),
-            deid_key=services.deid_key(),
-            max_file_bytes=int(current_app.config["MAX_FILE_BYTES"]),
+            parts=[
+                (item.info, item.public_key, item.wrapped_private_key, item.kek_version)
+                for item in spooled
+            ],
+            queue=services.job_queue(),
+            limits=upload_limits(),
         )
-    except SubmissionConflict:
+    except uploads.SubmissionConflict:
         return _upload_error(["The form has expired. Please choose your files again."], 400)
-    except consents.NotActive as error:
+    except uploads.UploadGone as error:
         return _upload_error([str(error)], 409)
-    if result.donation is None:
-        return _upload_error(
-            ["None of the files could be accepted. Nothing was stored."], 422, result.outcomes
-        )
-    if not result.repeated:
-        flash(f"{result.accepted} of {len(result.outcomes)} file(s) accepted.")
-    return redirect(url_for("donor.donation", donation_id=result.donation.id), 303)
+    except uploads.LimitReached as error:
+        return _upload_error([str(error)], 429)
+    flash(f"{len(spooled)} file(s) received. They are being processed now.")
+    return redirect(url_for("donor.donation", donation_id=donation.id), 303)
 
 
-def _upload_error(errors: list[str], status: int, outcomes: list | None = None) -> tuple[str, int]:
+def upload_limits() -> uploads.UploadLimits:
+    config = current_app.config
+    return uploads.UploadLimits(
+        max_file_bytes=int(config["MAX_FILE_BYTES"]),
+        max_bytes_in_flight=int(config["UPLOAD_MAX_BYTES_IN_FLIGHT"]),
+        max_files_per_day=int(config["UPLOAD_MAX_FILES_PER_DAY"]),
+        expiry_seconds=int(config["UPLOAD_EXPIRY"]),
+    )
+
+
+def _upload_error(errors: list[str], status: int) -> tuple[str, int]:
     page = render_template(
-        "donor/upload.html",
-        submission_key=secrets.token_hex(16),
-        errors=errors,
-        outcomes=outcomes or [],
+        "donor/upload.html", submission_key=secrets.token_hex(16), errors=errors
     )
     return page, status
 
@@ -189,11 +220,38 @@ def _upload_error(errors: list[str], status: int, outcomes: list | None = None) 
 @bp.get("/donations/<donation_id>")
 @role_required("donor")
 def donation(donation_id: str) -> str:
+    found = _own_donation(donation_id)
+    state = consents.state(get_session(), found.consent_id)
+    return render_template(
+        "donor/donation.html", donation=found, consent_state=state, STATUS_LABELS=STATUS_LABELS
+    )
+
+
+@bp.get("/donations/<donation_id>/status.json")
+@role_required("donor")
+def donation_status(donation_id: str) -> Response:
+    """Each file's state, polled by the donation page so it updates without reloading."""
+    found = _own_donation(donation_id)
+    files = [
+        {
+            "position": row.position,
+            "status": row.status,
+            "label": STATUS_LABELS.get(row.status, row.status),
+            "reason": row.reason,
+        }
+        for row in found.files
+    ]
+    pending = any(row.status in FILE_PENDING_STATES for row in found.files)
+    response = jsonify({"files": files, "pending": pending})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _own_donation(donation_id: str) -> Donation:
     found = get_session().get(Donation, donation_id)
     if found is None or found.donor_id != current_user.user.id:
         abort(404)
-    state = consents.state(get_session(), found.consent_id)
-    return render_template("donor/donation.html", donation=found, consent_state=state)
+    return found
 
 
 @bp.route("/consent/withdraw", methods=["GET", "POST"])
@@ -231,4 +289,5 @@ def withdrawal_confirmation(session: Session, result: withdrawal.WithdrawalResul
     record = consents.get_consent(session, result.consent_id)
     event = consents.events(session, result.consent_id)[-1]
     receipt = receipts.issue(session, record, event)
+    session.commit()
     return render_template("donor/withdrawn.html", result=result, receipt=receipt)

@@ -1,21 +1,91 @@
-"""Uploads are encrypted as they arrive: Werkzeug spools each file into an encrypted spool.
+"""The plain upload form (no JavaScript): each file is encrypted as Werkzeug receives it.
 
-Werkzeug normally spools large uploads to plaintext temporary files. Here each uploaded file
-is written into a quarantine object encrypted to a per-request key scope instead, and read
-back through a decrypting stream. The quarantine objects and their key are destroyed when
-the request ends, whatever its outcome; if the process dies first, `flask storage sweep`
-destroys what it left behind once it is older than QUARANTINE_MAX_AGE.
+Werkzeug normally spools large uploads to plaintext temporary files. Here each file goes into
+an object encrypted to a quarantine key made for it in memory, so nothing touches the database
+while the body is parsed; the keys are recorded afterwards, with the uploads, in one short
+transaction (``workflows.uploads.submit_parts``). If the request fails before that, the
+objects are deleted at teardown; if the process dies, they are unreadable (their keys never
+left memory) and the reconciler removes them.
 """
 
 from __future__ import annotations
 
-from typing import IO, Any
+import contextlib
+import io
+from dataclasses import dataclass
+from typing import IO
 
-from flask import Request, Response, g
+from flask import Request, g
 
-from donation_portal.adapters.request_session import get_session
-from donation_portal.adapters.services import object_store
-from storage import new_quarantine_scope
+from donation_portal.adapters import services
+from storage import ObjectInfo, ObjectWriter, StorageError, new_quarantine_scope
+from storage.scope_keys import new_scope_key
+
+
+@dataclass
+class Spooled:
+    """One received file: its part, and the key it is encrypted to (private half wrapped)."""
+
+    info: ObjectInfo
+    public_key: bytes
+    wrapped_private_key: bytes
+    kek_version: int
+
+
+class QuarantineSpool(io.RawIOBase):
+    """Write-only until Werkzeug's ``seek(0)``, which commits the encrypted object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        scope = new_quarantine_scope()
+        self.key = new_scope_key(services.keyring(), scope)
+        self._writer: ObjectWriter | None = ObjectWriter(
+            services.backend(), scope, self.key.public_key
+        )
+        self.info: ObjectInfo | None = None
+
+    def writable(self) -> bool:
+        return self._writer is not None
+
+    def seekable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._writer is None:
+            raise io.UnsupportedOperation("the spool is committed")
+        return self._writer.write(data)
+
+    def tell(self) -> int:
+        if self._writer is not None:
+            return self._writer.bytes_written
+        return 0
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET and offset == 0:
+            self.commit()
+            return 0
+        return self.tell()
+
+    def read(self, size: int | None = -1) -> bytes:
+        raise io.UnsupportedOperation("an encrypted spool is not read back in the web process")
+
+    def commit(self) -> ObjectInfo:
+        if self._writer is not None:
+            self.info = self._writer.commit()
+            self._writer = None
+        assert self.info is not None
+        return self.info
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+        super().close()
+
+    def spooled(self) -> Spooled:
+        info = self.commit()
+        key = self.key
+        return Spooled(info, key.public_key, key.wrapped_private_key, key.kek_version)
 
 
 class EncryptingRequest(Request):
@@ -26,41 +96,24 @@ class EncryptingRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        store = object_store(get_session())
-        if "quarantine_scope" not in g:
-            g.quarantine_scope = new_quarantine_scope()
-            g.quarantine_spools = []
-            store.ensure_scope(g.quarantine_scope)
-        spool = store.spool(g.quarantine_scope)
-        g.quarantine_spools.append(spool)
+        spool = QuarantineSpool()
+        g.setdefault("quarantine_spools", []).append(spool)
         return spool  # type: ignore[return-value]
 
 
-def discard_quarantine(response: Response) -> Response:
-    """After the view: delete this request's quarantine objects and shred their key scope.
-
-    Runs before the request's commit, so the quarantine key never outlives the request.
-    """
-    scope = g.pop("quarantine_scope", None)
-    if scope is not None:
-        object_store(get_session()).shred_scope(scope, _close_spools())
-    return response
+def take_spooled() -> list[Spooled]:
+    """The request's files, now owned by the caller (teardown no longer deletes them)."""
+    spools: list[QuarantineSpool] = g.pop("quarantine_spools", [])
+    return [spool.spooled() for spool in spools]
 
 
-def discard_quarantine_on_error(_exc: BaseException | None) -> None:
-    """On an unhandled error the transaction (and the key in it) is rolled back; delete data."""
-    if g.pop("quarantine_scope", None) is not None:
-        store = object_store(get_session())
-        for object_id in _close_spools():
-            store.delete(object_id)
-
-
-def _close_spools() -> list[str]:
-    object_ids = []
-    spools: list[Any] = g.pop("quarantine_spools", [])
+def discard_unclaimed(_exc: BaseException | None) -> None:
+    """At teardown: delete the objects of files nobody recorded (an error or a refusal)."""
+    spools: list[QuarantineSpool] = g.pop("quarantine_spools", [])
     for spool in spools:
+        info = spool.info
         spool.close()
-        info = getattr(spool, "info", None)
         if info is not None:
-            object_ids.append(info.object_id)
-    return object_ids
+            # unreadable without its key, which never left memory; else the reconciler removes it
+            with contextlib.suppress(StorageError):
+                services.backend().delete(info.object_id)

@@ -1,201 +1,407 @@
-"""Ingest of one upload form: de-identify each file, store it encrypted under its consent.
+"""The ingest job: de-identify one received upload, store it under its consent, record it.
 
-A plain function over a session, with no request inside, so a background worker can run it
-later. It flushes; the caller's boundary commits. Objects written before a failure are
-deleted again, so a failed ingest leaves nothing behind.
+Runs on a worker (or inline in tests), at least once per upload: a redelivered or duplicated
+job never stores twice, because the upload row says where the work is and the final step
+re-checks it under lock. Three short units of work, none open while de-identifying:
+
+1. claim: the upload moves from queued to processing (a finished upload is left alone);
+2. de-identify the decrypted parts into a new object of the consent's key scope;
+3. record, under the locks of the consent row and then the upload row (the order every
+   writer here uses): a withdrawal committed meanwhile wins, and the new object is deleted;
+   an image the donor gave before is not stored again.
+
+Transient failures (database or storage unavailable, storage full) raise :class:`RetryLater`;
+on the final attempt the file ends as rejected with a reason the donor can read.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import hmac
 import io
-import secrets
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 import anonymize
-import consent as consents
-from consent import ACTIVE, Consent, NotActive, state
-from donation_portal.adapters.models import DonatedFile, Donation, StoredObject
-from storage import ObjectInfo, ObjectStore, ObjectWriter
+import consent
+from consent.db import utcnow
+from donation_portal.adapters.db import begin_write
+from donation_portal.adapters.jobs import JobQueue
+from donation_portal.adapters.keystore import DatabaseKeyStore
+from donation_portal.adapters.models import (
+    FILE_ACCEPTED,
+    FILE_CANCELLED,
+    FILE_DUPLICATE,
+    FILE_ERASED,
+    FILE_NEEDS_REVIEW,
+    FILE_PROCESSING,
+    FILE_REJECTED,
+    UPLOAD_CANCELLED,
+    UPLOAD_DONE,
+    UPLOAD_PROCESSING,
+    UPLOAD_QUEUED,
+    DonatedFile,
+    Donation,
+    StoredObject,
+    Upload,
+    UploadPart,
+    stored_info,
+)
+from storage import (
+    KeyUnavailable,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectWriter,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
+from storage.concat import ConcatenatedReader
 
-ACCEPTED = "accepted"
-NEEDS_REVIEW = "needs_review"
-REJECTED = "rejected"
-ERASED = "erased"
+log = logging.getLogger(__name__)
+
+# kept for the modules that name file states through this one
+ACCEPTED = FILE_ACCEPTED
+NEEDS_REVIEW = FILE_NEEDS_REVIEW
+REJECTED = FILE_REJECTED
+ERASED = FILE_ERASED
+
+StoreFor = Callable[[Session], ObjectStore]
+_FAILED_REASON = (
+    "We could not process this file because of a problem on our side. It was not stored; "
+    "please send it again later."
+)
+_DUPLICATE_REASON = "You donated this image before; it is kept once."
+
+
+class RetryLater(Exception):
+    """A transient failure: run the job again later (with back-off)."""
 
 
 @dataclass(frozen=True)
-class FileOutcome:
-    position: int
-    size: int
-    status: str
-    reason_code: str | None = None
-    reason: str | None = None
+class _Claim:
+    consent_id: str
+    donor_id: int
+    pseudonym: str
+    parts: list[ObjectInfo]
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    donation: Donation | None
-    outcomes: list[FileOutcome]
-    repeated: bool = False
-
-    @property
-    def accepted(self) -> int:
-        return sum(1 for outcome in self.outcomes if outcome.status != REJECTED)
-
-
-def find_submission(session: Session, submission_key: str) -> Donation | None:
-    query = select(Donation).where(Donation.submission_key == submission_key)
-    return session.scalars(query).first()
-
-
-class SubmissionConflict(Exception):
-    """The submission key belongs to another donor's upload (a replayed or forged form)."""
-
-
-def ingest_upload(
-    session: Session,
+def run_ingest_job(
+    session_factory: sessionmaker[Session],
+    store_for: StoreFor,
+    deid_key: bytes,
+    upload_id: str,
     *,
-    donor_id: int,
-    consent: Consent,
-    submission_key: str,
-    files: Sequence[BinaryIO],
-    store: ObjectStore,
-    deid_key: bytes,
-    max_file_bytes: int,
-) -> IngestResult:
-    """De-identify and store ``files`` as one donation under ``consent``.
-
-    The submission key is claimed first, so a re-submission of the same form - even one that
-    arrives while the first is still being processed - returns the earlier donation instead of
-    storing the files twice. When no file can be accepted, the result has no donation and the
-    caller rolls the transaction back (releasing the claim).
-    """
-    if state(session, consent.id) != ACTIVE:
-        raise NotActive("Your consent has been withdrawn, so no new files can be donated.")
-    donation, earlier = _claim(session, donor_id, consent, submission_key)
-    if earlier is not None:
-        return IngestResult(earlier, [_outcome_of(f) for f in earlier.files], repeated=True)
-    assert donation is not None
-    store.ensure_scope(consent.id)
-    written: list[ObjectInfo] = []
+    final_attempt: bool,
+) -> str:
+    """Process upload ``upload_id`` once; returns the upload's state afterwards."""
     try:
-        results = [
-            _ingest_one(position, stream, consent, store, deid_key, max_file_bytes, written)
-            for position, stream in enumerate(files, start=1)
-        ]
-        outcomes = [outcome for outcome, _, _ in results]
-        if not any(outcome.status != REJECTED for outcome in outcomes):
-            _delete_all(store, written)
-            return IngestResult(None, outcomes)
-        for outcome, info, deid in results:
-            row = _donated_file(donation, consent, outcome, info, deid)
-            if info is not None:
-                row.stored_object = _stored_object(info)
-            session.add(row)
-        session.flush()
-        _still_active(session, consent)
-        record_upload(session, donation, donor_id, outcomes)
-    except BaseException:
-        _delete_all(store, written)
-        raise
-    return IngestResult(donation, outcomes)
+        claim = _claim(session_factory, store_for, upload_id)
+        if claim is None:
+            return _state_of(session_factory, upload_id)
+        produced = _deidentify(session_factory, store_for, deid_key, claim)
+        return _record(session_factory, store_for, deid_key, upload_id, claim, produced)
+    except (OperationalError, DBAPIError, StorageUnavailable, StorageFull) as error:
+        if not final_attempt:
+            raise RetryLater(type(error).__name__) from error
+        log.warning("ingest of upload %s failed for good: %s", upload_id, type(error).__name__)
+        return _fail(session_factory, store_for, upload_id)
+    except (KeyUnavailable, ObjectNotFound):
+        # the quarantine key or a part was destroyed: withdrawn, expired or already done
+        return _state_of(session_factory, upload_id)
+    except Exception as error:  # a bug, or a fault nobody foresaw: retried, then reported
+        if not final_attempt:
+            raise RetryLater(type(error).__name__) from error
+        log.exception("ingest of upload %s failed for good", upload_id)
+        return _fail(session_factory, store_for, upload_id)
 
 
-def _still_active(session: Session, consent: Consent) -> None:
-    """Lock the consent row and check it again, just before the caller commits.
-
-    Processing takes a while; a withdrawal committed meanwhile must win. The lock (``FOR
-    UPDATE`` on PostgreSQL; SQLite serialises writers anyway) orders this upload against a
-    withdrawal, which locks the same row: either this check sees the withdrawal and the
-    upload is refused, or the withdrawal waits for this commit and then sees the files.
-    """
-    session.execute(select(Consent.id).where(Consent.id == consent.id).with_for_update()).all()
-    if state(session, consent.id) != ACTIVE:
-        raise NotActive("Your consent has been withdrawn, so no new files can be donated.")
-
-
-def record_upload(
-    session: Session, donation: Donation, donor_id: int, outcomes: list[FileOutcome]
-) -> None:
-    """Audit the upload with counts only: no file names, no header values."""
-    counts = {status: 0 for status in (ACCEPTED, NEEDS_REVIEW, REJECTED)}
-    for outcome in outcomes:
-        counts[outcome.status] += 1
-    consents.audit.record(
-        session,
-        "donation.uploaded",
-        actor=f"user:{donor_id}",
-        subject_type="donation",
-        subject_id=donation.id,
-        detail={"consent_id": donation.consent_id, "files": counts},
-    )
-
-
-def _claim(
-    session: Session, donor_id: int, consent: Consent, submission_key: str
-) -> tuple[Donation | None, Donation | None]:
-    """Insert the donation row for ``submission_key``, or return the one already there.
-
-    On PostgreSQL a concurrent insert of the same key waits for the other transaction and
-    then fails the unique constraint; the SAVEPOINT keeps this transaction usable.
-    """
-    earlier = find_submission(session, submission_key)
-    if earlier is None:
-        donation = Donation(
-            id=secrets.token_urlsafe(16),
-            donor_id=donor_id,
-            consent_id=consent.id,
-            submission_key=submission_key,
+def _claim(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str) -> (
+    _Claim | None
+):
+    with session_factory() as session:
+        begin_write(session)
+        upload = session.scalars(
+            select(Upload).where(Upload.id == upload_id).with_for_update()
+        ).first()
+        if upload is None or upload.state not in (UPLOAD_QUEUED, UPLOAD_PROCESSING):
+            return None
+        if consent.state(session, upload.consent_id) != consent.ACTIVE:
+            return None  # the withdrawal cancels it; nothing to do
+        upload.state = UPLOAD_PROCESSING
+        upload.attempts += 1
+        upload.updated_at = utcnow()
+        for row in _files_of(session, upload.id):
+            row.status = FILE_PROCESSING
+        record = session.get(consent.Consent, upload.consent_id)
+        assert record is not None
+        store_for(session).ensure_scope(record.id)
+        claim = _Claim(
+            consent_id=record.id,
+            donor_id=upload.donor_id,
+            pseudonym=record.pseudonym,
+            parts=[stored_info(part) for part in upload.parts],
         )
+        session.commit()
+        return claim
+
+
+@dataclass(frozen=True)
+class _Produced:
+    outcome: anonymize.Outcome
+    info: ObjectInfo | None
+
+
+def _deidentify(
+    session_factory: sessionmaker[Session], store_for: StoreFor, deid_key: bytes, claim: _Claim
+) -> _Produced:
+    with session_factory() as session:
+        store = store_for(session)
+        readers = []
         try:
-            with session.begin_nested():
-                session.add(donation)
-                session.flush()
-            return donation, None
-        except IntegrityError:
-            earlier = find_submission(session, submission_key)
-            if earlier is None:
-                raise
-    if earlier.donor_id != donor_id:
-        raise SubmissionConflict("submission key in use by another donor")
-    return None, earlier
-
-
-def _ingest_one(
-    position: int,
-    stream: BinaryIO,
-    consent: Consent,
-    store: ObjectStore,
-    deid_key: bytes,
-    max_file_bytes: int,
-    written: list[ObjectInfo],
-) -> tuple[FileOutcome, ObjectInfo | None, anonymize.Outcome | None]:
-    size = _size_of(stream)
-    if size == 0:
-        return FileOutcome(position, 0, REJECTED, "empty", "The file is empty."), None, None
-    if size > max_file_bytes:
-        limit = f"{max_file_bytes / 2**20:.0f} MiB"
-        reason = f"The file is larger than the {limit} limit for one file."
-        return FileOutcome(position, size, REJECTED, "too_large", reason), None, None
-    with store.writer(consent.id) as writer:
-        deid = anonymize.deidentify(
-            stream, _AppendOnly(writer), key=deid_key, pseudonym=consent.pseudonym
+            for part in claim.parts:
+                readers.append(store.open(part))
+            writer = store.writer(claim.consent_id)
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+        session.commit()  # only read; no transaction stays open while de-identifying
+    source = ConcatenatedReader(readers, [part.size for part in claim.parts])
+    try:
+        outcome = anonymize.deidentify(
+            source, _AppendOnly(writer), key=deid_key, pseudonym=claim.pseudonym
         )
-        if deid.verdict == anonymize.Verdict.REJECTED:
+        if outcome.verdict == anonymize.Verdict.REJECTED:
             writer.abort()
-            outcome = FileOutcome(position, size, REJECTED, deid.reason_code, deid.reason)
-            return outcome, None, deid
-        info = writer.commit()
-    written.append(info)
-    status = ACCEPTED if deid.verdict == anonymize.Verdict.DEIDENTIFIED else NEEDS_REVIEW
-    return FileOutcome(position, size, status, deid.reason_code, deid.reason), info, deid
+            return _Produced(outcome, None)
+        return _Produced(outcome, writer.commit())
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        source.close()
+
+
+def _record(
+    session_factory: sessionmaker[Session],
+    store_for: StoreFor,
+    deid_key: bytes,
+    upload_id: str,
+    claim: _Claim,
+    produced: _Produced,
+) -> str:
+    info = produced.info
+    try:
+        with session_factory() as session:
+            begin_write(session)
+            session.execute(
+                select(consent.Consent.id)
+                .where(consent.Consent.id == claim.consent_id)
+                .with_for_update()
+            ).all()
+            upload = session.scalars(
+                select(Upload).where(Upload.id == upload_id).with_for_update()
+            ).one()
+            if upload.state != UPLOAD_PROCESSING:
+                session.rollback()
+                _discard(store_for, session_factory, info)
+                return upload.state
+            if consent.state(session, claim.consent_id) != consent.ACTIVE:
+                upload.state = UPLOAD_CANCELLED
+                _finish_files(session, upload.id, FILE_CANCELLED, "withdrawn", None)
+                keep = None
+            else:
+                keep = _store_outcome(session, upload, claim, produced, deid_key)
+            parts = _release_quarantine(session, upload)
+            if upload.state == UPLOAD_PROCESSING:
+                upload.state = UPLOAD_DONE
+            upload.updated_at = utcnow()
+            state = upload.state
+            session.commit()
+    except BaseException:
+        _discard(store_for, session_factory, info)
+        raise
+    if info is not None and keep is None:
+        _discard(store_for, session_factory, info)
+    _delete_parts(store_for, session_factory, parts)
+    return state
+
+
+def _store_outcome(
+    session: Session, upload: Upload, claim: _Claim, produced: _Produced, deid_key: bytes
+) -> ObjectInfo | None:
+    """Fill in the file's row; returns the object kept, or None (rejected or duplicate)."""
+    outcome, info = produced.outcome, produced.info
+    rows = _files_of(session, upload.id)
+    if info is None:
+        for row in rows:
+            _describe(row, outcome, FILE_REJECTED)
+        return None
+    fingerprint = _fingerprint(deid_key, claim.donor_id, outcome.sop_instance_uid)
+    if fingerprint is not None and _donated_before(session, claim.donor_id, fingerprint):
+        for row in rows:
+            _describe(row, outcome, FILE_DUPLICATE)
+            row.reason_code, row.reason = "already_donated", _DUPLICATE_REASON
+        return None
+    status = (
+        FILE_ACCEPTED if outcome.verdict == anonymize.Verdict.DEIDENTIFIED else FILE_NEEDS_REVIEW
+    )
+    session.add(StoredObject(**_object_fields(info)))
+    session.flush()
+    for row in rows:
+        _describe(row, outcome, status)
+        row.object_id = info.object_id
+        row.fingerprint = fingerprint
+    consent.audit.record(
+        session,
+        "donation.file_processed",
+        actor="system:ingest",
+        subject_type="donation",
+        subject_id=upload.donation_id,
+        detail={"consent_id": claim.consent_id, "status": status},
+    )
+    return info
+
+
+def _describe(row: DonatedFile, outcome: anonymize.Outcome, status: str) -> None:
+    row.status = status
+    row.reason_code = outcome.reason_code
+    row.reason = outcome.reason
+    row.sop_class_uid = outcome.sop_class_uid
+    row.modality = outcome.modality
+    row.study_instance_uid = outcome.study_instance_uid
+    row.series_instance_uid = outcome.series_instance_uid
+    row.sop_instance_uid = outcome.sop_instance_uid
+    row.body_part = outcome.body_part
+    row.patient_sex = outcome.patient_sex
+    row.patient_age_years = outcome.patient_age_years
+    row.study_year = outcome.study_year
+
+
+def _fingerprint(deid_key: bytes, donor_id: int, sop_instance_uid: str | None) -> str | None:
+    """Keyed and scoped to the donor: the de-identified UID is itself a keyed function of the
+    source SOP Instance UID, so the raw UID is never kept, and donors cannot be linked."""
+    if not sop_instance_uid:
+        return None
+    message = f"donated-image:{donor_id}:{sop_instance_uid}".encode()
+    return hmac.new(deid_key, message, hashlib.sha256).hexdigest()
+
+
+def _donated_before(session: Session, donor_id: int, fingerprint: str) -> bool:
+    found = session.scalar(
+        select(DonatedFile.id)
+        .join(Donation, Donation.id == DonatedFile.donation_id)
+        .where(
+            Donation.donor_id == donor_id,
+            DonatedFile.fingerprint == fingerprint,
+            DonatedFile.status.in_((FILE_ACCEPTED, FILE_NEEDS_REVIEW)),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def _object_fields(info: ObjectInfo) -> dict[str, object]:
+    return {
+        "object_id": info.object_id,
+        "scope_id": info.scope_id,
+        "size": info.size,
+        "sha256": info.sha256,
+        "stored_size": info.stored_size,
+        "stored_sha256": info.stored_sha256,
+    }
+
+
+def _files_of(session: Session, upload_id: str) -> list[DonatedFile]:
+    return list(session.scalars(select(DonatedFile).where(DonatedFile.upload_id == upload_id)))
+
+
+def _finish_files(
+    session: Session, upload_id: str, status: str, code: str | None, reason: str | None
+) -> None:
+    for row in _files_of(session, upload_id):
+        row.status, row.reason_code, row.reason = status, code, reason
+
+
+def _release_quarantine(session: Session, upload: Upload) -> list[str]:
+    """Destroy the upload's quarantine key and part rows; returns the part objects."""
+    parts = [part.object_id for part in upload.parts]
+    DatabaseKeyStore(session).destroy(upload.scope_id)
+    session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
+    return parts
+
+
+def _fail(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str) -> str:
+    with session_factory() as session:
+        begin_write(session)
+        upload = session.scalars(
+            select(Upload).where(Upload.id == upload_id).with_for_update()
+        ).first()
+        if upload is None or upload.state not in (UPLOAD_QUEUED, UPLOAD_PROCESSING):
+            return upload.state if upload else "missing"
+        _finish_files(session, upload.id, FILE_REJECTED, "processing_failed", _FAILED_REASON)
+        parts = _release_quarantine(session, upload)
+        upload.state = UPLOAD_DONE
+        session.commit()
+    _delete_parts(store_for, session_factory, parts)
+    return UPLOAD_DONE
+
+
+def _state_of(session_factory: sessionmaker[Session], upload_id: str) -> str:
+    with session_factory() as session:
+        state = session.scalar(select(Upload.state).where(Upload.id == upload_id))
+        return state or "missing"
+
+
+def _discard(
+    store_for: StoreFor, session_factory: sessionmaker[Session], info: ObjectInfo | None
+) -> None:
+    if info is not None:
+        _delete_parts(store_for, session_factory, [info.object_id])
+
+
+def _delete_parts(
+    store_for: StoreFor, session_factory: sessionmaker[Session], object_ids: list[str]
+) -> None:
+    """After the commit: delete objects; failures are logged, the reconciler finishes them."""
+    if not object_ids:
+        return
+    with session_factory() as session:
+        store = store_for(session)
+        for object_id in object_ids:
+            try:
+                store.delete(object_id)
+            except StorageError:
+                log.warning("could not delete object %s; the reconciler will", object_id)
+
+
+def requeue_stalled(session: Session, queue: JobQueue, stalled_after_seconds: int) -> int:
+    """Send again the jobs of uploads queued or processing for too long (a lost message, a
+    killed worker on a broker without redelivery); the job itself is idempotent."""
+    limit = utcnow() - timedelta(seconds=stalled_after_seconds)
+    begin_write(session)
+    stalled = list(
+        session.scalars(
+            select(Upload.id).where(
+                Upload.state.in_((UPLOAD_QUEUED, UPLOAD_PROCESSING)), Upload.updated_at < limit
+            )
+        )
+    )
+    if stalled:
+        for upload in session.scalars(select(Upload).where(Upload.id.in_(stalled))):
+            upload.updated_at = utcnow()
+    session.commit()
+    if stalled:
+        queue.send_ingest(stalled)
+    return len(stalled)
 
 
 class _AppendOnly(io.RawIOBase):
@@ -216,51 +422,3 @@ class _AppendOnly(io.RawIOBase):
 
     def tell(self) -> int:
         return self._position
-
-
-def _size_of(stream: BinaryIO) -> int:
-    stream.seek(0, io.SEEK_END)
-    size = stream.tell()
-    stream.seek(0)
-    return size
-
-
-def _delete_all(store: ObjectStore, written: list[ObjectInfo]) -> None:
-    for info in written:
-        store.delete(info.object_id)
-
-
-def _stored_object(info: ObjectInfo) -> StoredObject:
-    return StoredObject(**dataclasses.asdict(info))
-
-
-def _donated_file(
-    donation: Donation,
-    consent: Consent,
-    outcome: FileOutcome,
-    info: ObjectInfo | None,
-    deid: anonymize.Outcome | None,
-) -> DonatedFile:
-    return DonatedFile(
-        donation_id=donation.id,
-        consent_id=consent.id,
-        position=outcome.position,
-        size=outcome.size,
-        status=outcome.status,
-        reason_code=outcome.reason_code,
-        reason=outcome.reason,
-        object_id=info.object_id if info else None,
-        sop_class_uid=deid.sop_class_uid if deid else None,
-        modality=deid.modality if deid else None,
-        study_instance_uid=deid.study_instance_uid if deid else None,
-        series_instance_uid=deid.series_instance_uid if deid else None,
-        sop_instance_uid=deid.sop_instance_uid if deid else None,
-        body_part=deid.body_part if deid else None,
-        patient_sex=deid.patient_sex if deid else None,
-        patient_age_years=deid.patient_age_years if deid else None,
-        study_year=deid.study_year if deid else None,
-    )
-
-
-def _outcome_of(row: DonatedFile) -> FileOutcome:
-    return FileOutcome(row.position, row.size, row.status, row.reason_code, row.reason)

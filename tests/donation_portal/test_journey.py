@@ -147,12 +147,12 @@ def test_bad_files_are_refused_and_nothing_is_stored(
     app: Flask, donor: Browser, db_session: Session, content: bytes, message: str
 ) -> None:
     response = donor.upload([content])
-    html = response.get_data(as_text=True)
-    assert response.status_code == 422
-    assert "Nothing was stored" in html
+    assert response.status_code == 303
+    html = donor.get(response.headers["Location"])
+    assert "Not accepted" in html
     assert message in html
     assert "Traceback" not in html
-    assert db_session.scalar(select(func.count()).select_from(Donation)) == 0
+    assert db_session.scalars(select(DonatedFile.status)).all() == ["rejected"]
     assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 0
     assert stored_files(app) == []
 
@@ -213,10 +213,12 @@ def test_an_unexpected_error_shows_no_trace_and_stores_nothing(
 
     monkeypatch.setattr(anonymize, "deidentify", explode)
     response = donor.upload([real_file("CT_small.dcm").content])
-    html = response.get_data(as_text=True)
-    assert response.status_code == 500
+    assert response.status_code == 303
+    html = donor.get(response.headers["Location"])
+    assert "problem on our side" in html
     assert "Traceback" not in html and "simulated failure" not in html
-    assert db_session.scalar(select(func.count()).select_from(Donation)) == 0
+    assert db_session.scalars(select(DonatedFile.status)).all() == ["rejected"]
+    assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 0
     assert stored_files(app) == []
 
 
@@ -225,14 +227,14 @@ def test_a_resubmission_racing_the_first_returns_the_first_donation(
 ) -> None:
     """The second request misses the first's row at its first look (as in a race) and then
     collides with it on the unique submission key: it must answer with the first donation."""
-    from donation_portal.workflows import ingest
+    from donation_portal.workflows import uploads
 
     form = donor.upload_form()
     first = donor.upload([CT], form)
-    real_find = ingest.find_submission
+    real_find = uploads._donation_by_key
     calls = iter([None])
     monkeypatch.setattr(
-        ingest, "find_submission", lambda s, k: next(calls, None) or real_find(s, k)
+        uploads, "_donation_by_key", lambda s, k: next(calls, None) or real_find(s, k)
     )
     second = donor.upload([CT], form)
     assert second.status_code == 303

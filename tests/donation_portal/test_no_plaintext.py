@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 import anonymize
+from donation_portal.web import donor as donor_views
 
 from .conftest import Browser
 
@@ -74,7 +75,7 @@ def plaintext_hits(paths: list[Path]) -> list[str]:
 
 @pytest.fixture
 def spy_on_disk(app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
-    """Scan the disk while the engine runs; returns the plaintext hits seen."""
+    """Scan the disk while the body is parsed and while the engine runs; returns the hits."""
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
@@ -87,6 +88,14 @@ def spy_on_disk(app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(anonymize, "deidentify", scanning)
+    real_take: Callable[..., Any] = donor_views.take_spooled
+
+    def scanning_take() -> Any:  # the web process, right after the body was parsed
+        hits.extend(plaintext_hits(open_regular_files()))
+        hits.extend(plaintext_hits(files_under(temp, app.config["STORAGE_DIR"])))
+        return real_take()
+
+    monkeypatch.setattr(donor_views, "take_spooled", scanning_take)
     return hits
 
 

@@ -30,7 +30,7 @@ def test_a_file_over_the_limit_is_refused_with_the_limit_named(
     big = real_file("CT_small.dcm").content
     assert len(big) > FILE_LIMIT
     response = donor.upload([big])
-    assert response.status_code == 422
+    assert response.status_code == 413
     assert "larger than the" in response.get_data(as_text=True)
     assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 0
 

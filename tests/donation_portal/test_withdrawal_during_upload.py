@@ -1,19 +1,18 @@
-"""A withdrawal committed while an upload is being processed wins over the upload."""
+"""A withdrawal committed while an ingest job is de-identifying the file wins over the job."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+import anonymize
 import consent as consents
-from donation_portal.adapters import services
-from donation_portal.adapters.models import Donation, StoredObject
-from donation_portal.adapters.request_session import get_session
-from donation_portal.workflows.ingest import ingest_upload
+from donation_portal.adapters.models import DonatedFile, StoredObject, Upload
+from donation_portal.workflows import ingest
 
 from .conftest import Browser
 from .phi import real_file
@@ -21,44 +20,24 @@ from .phi import real_file
 CT = real_file("CT_small.dcm").content
 
 
-class WithdrawsWhenRead(io.BytesIO):
-    """A file whose first read stands for 'the donor withdrew while this was processed'."""
-
-    def __init__(self, data: bytes, withdraw: object) -> None:
-        super().__init__(data)
-        self._withdraw = withdraw
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._withdraw is not None:
-            withdraw, self._withdraw = self._withdraw, None
-            withdraw()  # type: ignore[operator]
-        return super().read(size)
-
-
-def test_an_upload_finishing_after_a_withdrawal_is_refused_and_stores_nothing(
-    app: Flask, donor: Browser
+def test_a_job_finishing_after_a_withdrawal_stores_nothing(
+    app: Flask, donor: Browser, db_session: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with app.test_request_context():
-        session = get_session()
-        consent = session.scalars(select(consents.Consent)).one()
-        donor_id = consent.subject_ref.removeprefix("user:")
+    real = anonymize.deidentify
 
-        def withdraw() -> None:
-            consents.withdraw_consent(session, consent.id, mode=consents.STOP_USE)
+    def withdraw_then_deidentify(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with app.extensions["portal_sessionmaker"]() as other:
+            record = other.scalars(select(consents.Consent)).one()
+            consents.withdraw_consent(other, record.id, mode=consents.STOP_USE)
+            other.commit()
+        return real(*args, **kwargs)
 
-        with pytest.raises(consents.NotActive):
-            ingest_upload(
-                session,
-                donor_id=int(donor_id),
-                consent=consent,
-                submission_key="a" * 32,
-                files=[WithdrawsWhenRead(CT, withdraw), io.BytesIO(CT)],
-                store=services.object_store(session),
-                deid_key=services.deid_key(),
-                max_file_bytes=int(app.config["MAX_FILE_BYTES"]),
-            )
-        session.flush()
-        assert not [p for p in Path(app.config["STORAGE_DIR"]).rglob("*") if p.is_file()]
-        session.rollback()
-        assert session.scalars(select(Donation)).all() == []
-        assert session.scalars(select(StoredObject)).all() == []
+    monkeypatch.setattr(ingest.anonymize, "deidentify", withdraw_then_deidentify)
+    reply = donor.upload([CT])
+    assert reply.status_code == 303
+    db_session.expire_all()
+    (row,) = db_session.scalars(select(DonatedFile)).all()
+    assert row.status == "cancelled" and row.object_id is None
+    assert db_session.scalars(select(Upload.state)).all() == ["cancelled"]
+    assert db_session.scalars(select(StoredObject)).all() == []
+    assert not list(Path(app.config["STORAGE_DIR"]).rglob("*.c4gh"))

@@ -1,0 +1,245 @@
+"""tus 1.0.0 resumable uploads: core, creation (with upload), termination, checksum, expiration.
+
+Only HTTP lives here: headers in, statuses out. The use cases are in ``workflows.uploads``.
+Every reply carries ``Tus-Resumable``; errors are ``application/problem+json`` with a message
+a donor can read (Uppy shows it). Another donor's upload is answered as not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterator
+from email.utils import format_datetime
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask_login import current_user
+from werkzeug.exceptions import ClientDisconnected
+
+import consent
+from consent.canonical import as_utc
+from donation_portal.adapters import services
+from donation_portal.adapters.models import Upload
+from donation_portal.adapters.request_session import get_session
+from donation_portal.workflows import uploads
+from donation_portal.workflows.uploads import BodyInterrupted, UploadLimits
+
+bp = Blueprint("tus", __name__, url_prefix="/uploads")
+VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,termination,checksum,expiration"
+OFFSET_TYPE = "application/offset+octet-stream"
+_CHUNK = 1 << 20
+_SUBMISSION = re.compile(r"[0-9a-f]{32}")
+_STATUS = {
+    uploads.UploadNotFound: 404,
+    uploads.UploadGone: 410,
+    uploads.OffsetMismatch: 409,
+    uploads.ChecksumMismatch: 460,
+    uploads.TooLarge: 413,
+    uploads.LimitReached: 429,
+    uploads.AlreadySubmitted: 409,
+    uploads.SubmissionConflict: 409,
+}
+
+
+@bp.after_request
+def _tus_headers(response: Response) -> Response:
+    response.headers["Tus-Resumable"] = VERSION
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def problem(status: int, detail: str, **headers: str) -> Response:
+    response = jsonify({"type": "about:blank", "status": status, "detail": detail})
+    response.status_code = status
+    response.content_type = "application/problem+json"
+    response.headers.update(headers)
+    return response
+
+
+@bp.errorhandler(uploads.UploadError)
+def _refused(error: uploads.UploadError) -> Response:
+    status = next(code for kind, code in _STATUS.items() if isinstance(error, kind))
+    if isinstance(error, uploads.LimitReached):
+        return problem(status, str(error), **{"Retry-After": "3600"})
+    return problem(status, str(error))
+
+
+def _limits() -> UploadLimits:
+    config = current_app.config
+    return UploadLimits(
+        max_file_bytes=int(config["MAX_FILE_BYTES"]),
+        max_bytes_in_flight=int(config["UPLOAD_MAX_BYTES_IN_FLIGHT"]),
+        max_files_per_day=int(config["UPLOAD_MAX_FILES_PER_DAY"]),
+        expiry_seconds=int(config["UPLOAD_EXPIRY"]),
+    )
+
+
+@bp.before_request
+def _check_protocol() -> Response | None:
+    if request.method == "OPTIONS":
+        return None
+    if request.headers.get("Tus-Resumable") != VERSION:
+        response = problem(412, "This server speaks tus 1.0.0.")
+        response.headers["Tus-Version"] = VERSION
+        return response
+    if not current_user.is_authenticated:
+        return problem(401, "Please log in to donate images.")
+    if current_user.role != "donor":
+        return problem(403, "Only donors can upload images.")
+    return None
+
+
+@bp.route("/", methods=["OPTIONS"])
+@bp.route("/<upload_id>", methods=["OPTIONS"])
+def options(upload_id: str | None = None) -> Response:
+    response = Response(status=204)
+    response.headers["Tus-Version"] = VERSION
+    response.headers["Tus-Extension"] = EXTENSIONS
+    response.headers["Tus-Max-Size"] = str(current_app.config["MAX_FILE_BYTES"])
+    response.headers["Tus-Checksum-Algorithm"] = ",".join(uploads.CHECKSUM_ALGORITHMS)
+    return response
+
+
+@bp.post("/")
+def create() -> Response:
+    """Creation: ``Upload-Length`` and ``Upload-Metadata`` (``submission``: the batch)."""
+    length = _whole_number(request.headers.get("Upload-Length"))
+    if length is None:
+        if "Upload-Defer-Length" in request.headers:
+            return problem(400, "Uploads of unknown length are not supported.")
+        return problem(400, "Upload-Length is missing or not a whole number.")
+    metadata = _metadata(request.headers.get("Upload-Metadata", ""))
+    if metadata is None:
+        return problem(400, "Upload-Metadata is not valid.")
+    submission = metadata.get("submission", "")
+    if not _SUBMISSION.fullmatch(submission):
+        return problem(400, "This upload form has expired. Please reload the page.")
+    session = get_session()
+    active = consent.active_consent(session, f"user:{current_user.user.id}")
+    if active is None:
+        session.commit()
+        return problem(403, "Please sign the consent before donating images.")
+    upload = uploads.create_upload(
+        session,
+        services.object_store(session),
+        donor_id=current_user.user.id,
+        active=active,
+        submission_key=submission,
+        length=length,
+        limits=_limits(),
+    )
+    location = url_for("tus.resume", upload_id=upload.id)
+    headers = {"Location": location, "Upload-Expires": _expires(upload)}
+    if request.content_length or request.headers.get("Content-Type") == OFFSET_TYPE:
+        upload = _append(upload.id, 0)
+        headers["Upload-Offset"] = str(upload.offset)
+    response = Response(status=201)
+    response.headers.update(headers)
+    return response
+
+
+@bp.route("/<upload_id>", methods=["HEAD"])
+def resume(upload_id: str) -> Response:
+    session = get_session()
+    upload = uploads.find_upload(session, upload_id, current_user.user.id)
+    uploads.check_open(upload)
+    response = Response(status=200)
+    response.headers["Upload-Offset"] = str(upload.offset)
+    response.headers["Upload-Length"] = str(upload.length)
+    response.headers["Upload-Expires"] = _expires(upload)
+    session.commit()
+    return response
+
+
+@bp.patch("/<upload_id>")
+def append(upload_id: str) -> Response:
+    if request.headers.get("Content-Type") != OFFSET_TYPE:
+        return problem(415, f"Content-Type must be {OFFSET_TYPE}.")
+    offset = _whole_number(request.headers.get("Upload-Offset"))
+    if offset is None:
+        return problem(400, "Upload-Offset is missing or not a whole number.")
+    upload = _append(upload_id, offset)
+    response = Response(status=204)
+    response.headers["Upload-Offset"] = str(upload.offset)
+    response.headers["Upload-Expires"] = _expires(upload)
+    return response
+
+
+@bp.delete("/<upload_id>")
+def terminate(upload_id: str) -> Response:
+    session = get_session()
+    uploads.terminate(session, services.object_store(session), upload_id, current_user.user.id)
+    return Response(status=204)
+
+
+def _append(upload_id: str, offset: int) -> Upload:
+    checksum = _checksum(request.headers.get("Upload-Checksum"))
+    session = get_session()
+    ticket = uploads.begin_append(session, upload_id, current_user.user.id, offset)
+    declared = request.content_length
+    if declared is not None and declared > ticket.length - ticket.offset:
+        raise uploads.TooLarge("The request sends more bytes than the upload declared.")
+    store = services.object_store(session)
+    info = uploads.write_part(store, ticket, _body(), checksum)
+    if info is None:
+        return uploads.find_upload(session, upload_id, current_user.user.id)
+    return uploads.record_part(session, store, ticket, info, services.job_queue())
+
+
+def _body() -> Iterator[bytes]:
+    stream = request.stream
+    try:
+        while chunk := stream.read(_CHUNK):
+            yield chunk
+    except (ClientDisconnected, OSError) as error:
+        raise BodyInterrupted from error
+    if request.content_length is not None and _received_short():
+        raise BodyInterrupted
+
+
+def _received_short() -> bool:
+    limited = getattr(request.stream, "is_exhausted", True)
+    return not limited
+
+
+def _checksum(header: str | None) -> tuple[str, bytes] | None:
+    if not header:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    if algorithm not in uploads.CHECKSUM_ALGORITHMS:
+        raise _BadRequest("Upload-Checksum names an algorithm this server does not support.")
+    try:
+        return algorithm, base64.b64decode(encoded, validate=True)
+    except binascii.Error as error:
+        raise _BadRequest("Upload-Checksum is not valid base64.") from error
+
+
+class _BadRequest(uploads.UploadError):
+    pass
+
+
+_STATUS[_BadRequest] = 400
+
+
+def _whole_number(value: str | None) -> int | None:
+    if value is None or not value.isdigit() or len(value) > 18:
+        return None
+    return int(value)
+
+
+def _metadata(header: str) -> dict[str, str] | None:
+    """``key base64value`` pairs, comma-separated (values may be absent)."""
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in header.split(","))):
+        key, _, encoded = item.partition(" ")
+        try:
+            pairs[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return pairs
+
+
+def _expires(upload: Upload) -> str:
+    return format_datetime(as_utc(upload.expires_at), usegmt=True)
