@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 _AFTER_COMMIT = "portal_after_commit"
 _IMMEDIATE = "portal_sqlite_immediate"
+_WRITING = "portal_writing"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -58,12 +59,19 @@ def _sqlite_begin(connection: Any) -> None:
 def begin_write(session: Session) -> None:
     """Start ``session``'s transaction as a writer (SQLite: ``BEGIN IMMEDIATE``).
 
-    Call it first thing in a unit of work that will write; on PostgreSQL it only opens the
-    transaction. If the session has a transaction already, this does nothing.
+    Call it first thing in a unit of work that will write. A read transaction the request
+    opened before (loading the logged-in user, say) is ended first: on SQLite a read that
+    later writes fails at once with "database is locked" when another writer committed in
+    between, whatever the busy timeout. Nothing may be pending in the session then.
     """
-    if session.in_transaction():
+    if session.info.get(_WRITING):
         return
+    if session.in_transaction():
+        if session.new or session.dirty or session.deleted:
+            raise RuntimeError("begin_write() with unflushed changes; call it first")
+        session.commit()
     session.connection(execution_options={_IMMEDIATE: True})
+    session.info[_WRITING] = True
 
 
 def on_commit(session: Session, action: Callable[[], None]) -> None:
@@ -73,6 +81,7 @@ def on_commit(session: Session, action: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    session.info.pop(_WRITING, None)
     actions = session.info.pop(_AFTER_COMMIT, [])
     for action in actions:
         action()
@@ -80,4 +89,5 @@ def _run_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_after_commit(session: Session) -> None:
+    session.info.pop(_WRITING, None)
     session.info.pop(_AFTER_COMMIT, None)
