@@ -6,7 +6,7 @@ import logging
 import os
 import re
 from functools import lru_cache
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -195,7 +195,11 @@ def deidentify(
     REJECTED and a reason_code. ``src`` may be a path or a readable, seekable binary stream;
     on REJECTED the caller discards whatever was written to ``dst``. ``key`` (>= 32 bytes) keys
     the UID remapping (HMAC -> 2.25.<int>) and the per-pseudonym date offset.
-    Raises :class:`DeidentificationError` only for programming or system errors.
+
+    What is not the input's fault is never a rejection: an exception raised by the ``src`` or
+    ``dst`` stream itself (a full disk, a failing storage backend, a quota) propagates
+    unchanged, as do MemoryError and KeyboardInterrupt. Raises :class:`DeidentificationError`
+    for a bad key, pseudonym or profile.
     """
     key = keys.check_key(key)
     if not isinstance(pseudonym, str) or not pseudonym.strip():
@@ -211,26 +215,72 @@ def deidentify(
     return _guarded(src, dst, key, pseudonym, profile)
 
 
+class _Watched:
+    """The caller's stream, remembering the first exception the stream itself raised.
+
+    Such an exception (ENOSPC, EIO, a storage backend's error) says nothing about the input,
+    even when the parser turns it into an error of its own on the way up.
+    """
+
+    __slots__ = ("_stream", "failure")
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.failure: BaseException | None = None
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            return method(*args)
+        except RecursionError:  # the input's nesting exhausted the stack, not the stream
+            raise
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = exc
+            raise
+
+    def read(self, *args: Any) -> bytes:
+        return self._call(self._stream.read, *args)  # type: ignore[no-any-return]
+
+    def readinto(self, buffer: Any) -> int:
+        return self._call(self._stream.readinto, buffer)  # type: ignore[no-any-return]
+
+    def seek(self, *args: Any) -> int:
+        return self._call(self._stream.seek, *args)  # type: ignore[no-any-return]
+
+    def tell(self) -> int:
+        return self._call(self._stream.tell)  # type: ignore[no-any-return]
+
+    def write(self, data: Any) -> int:
+        return self._call(self._stream.write, data)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def _guarded(src: BinaryIO, dst: BinaryIO, key: bytes, pseudonym: str,
              profile: Profile) -> Outcome:
+    source, sink = _Watched(src), _Watched(dst)
     try:
-        parsed = reader.parse(src)
-        return _process(parsed, dst, key, pseudonym, profile)
-    except Rejection as rejection:
-        return _rejected(rejection.code, profile)
-    except RecursionError:
+        parsed = reader.parse(source)  # type: ignore[arg-type]
+        return _process(parsed, sink, key, pseudonym, profile)  # type: ignore[arg-type]
+    except Exception as exc:
+        failure = source.failure or sink.failure
+        if failure is exc:
+            raise
+        if failure is not None:  # the parser turned a stream's own error into another
+            raise failure  # noqa: B904 - the stream's error is the one to report
+        if isinstance(exc, MemoryError):  # the machine is short of memory, not the file bad
+            raise
+        return _rejection(exc, profile)
+
+
+def _rejection(exc: Exception, profile: Profile) -> Outcome:
+    """The REJECTED outcome for an error caused by the input itself."""
+    if isinstance(exc, Rejection):
+        return _rejected(exc.code, profile)
+    if isinstance(exc, RecursionError):
         return _rejected("too_deep", profile)
-    except MemoryError:
-        return _rejected("header_too_large", profile)
-    except (EOFError, OSError) as exc:
-        if _is_destination_error(exc, dst):
-            raise DeidentificationError("writing the output failed") from exc
+    if isinstance(exc, EOFError | OSError):  # the parser ran out of input
         return _rejected("truncated", profile)
-    except Exception as exc:  # noqa: BLE001 - any parser failure is a rejection
-        log.info("input rejected as malformed (%s)", type(exc).__name__)
-        return _rejected("malformed", profile)
-
-
-def _is_destination_error(exc: BaseException, dst: BinaryIO) -> bool:
-    closed = getattr(dst, "closed", False)
-    return bool(closed) or isinstance(exc, PermissionError)
+    log.info("input rejected as malformed (%s)", type(exc).__name__)
+    return _rejected("malformed", profile)
