@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ __version__ = "0.1.0"
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` overrides files and environment (tests pass theirs here)."""
     from donation_portal import cli, web
-    from donation_portal.adapters import request_session
+    from donation_portal.adapters import request_session, services
     from donation_portal.adapters.settings import load_settings
 
     config = dict(config or {})
@@ -44,6 +45,31 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logging.getLogger("donation_portal").setLevel(settings["LOG_LEVEL"])
     app.request_class = web.uploads.EncryptingRequest
     request_session.init_app(app)
+    # JOBS_INLINE: jobs queued by a request or command run when it ends (after its commit)
+    app.extensions["portal_ingest_runner"] = functools.partial(_run_ingest_inline, app)
+    app.teardown_request(services.run_inline_jobs)
+    app.teardown_appcontext(services.run_inline_jobs)
     web.init_app(app)
     cli.init_app(app)
     return app
+
+
+def _run_ingest_inline(app: Flask, upload_id: str) -> str | None:
+    """The inline queue's runner: the workers' use case, in a fresh app context, one attempt."""
+    from donation_portal.adapters import services
+    from donation_portal.workflows import ingest
+
+    with app.app_context():
+        try:
+            return ingest.run_ingest_job(
+                app.extensions["portal_sessionmaker"],
+                services.object_store,
+                services.deid_key(),
+                upload_id,
+                final_attempt=True,
+            )
+        except ingest.RetryLater:  # no broker to retry through; requeue_stalled sends it again
+            logging.getLogger(__name__).warning(
+                "inline ingest of upload %s must be retried later", upload_id, exc_info=True
+            )
+            return None

@@ -6,15 +6,20 @@ Loaded once per app and cached in ``app.extensions``; nothing is created at impo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
 from consent import ReceiptSigner, Sealer
+from donation_portal.adapters.jobs import QUEUE as INGEST_QUEUE
+from donation_portal.adapters.jobs import CeleryQueue, InlineQueue, JobQueue
 from donation_portal.adapters.keyfiles import read_secret_file
 from donation_portal.adapters.keystore import DatabaseKeyStore
-from storage import KeyRing, LocalBackend, ObjectStore
+from storage import Backend, KeyRing, LocalBackend, ObjectStore
+
+MAINTENANCE_QUEUE = "maintenance"
 
 
 def _cached(app: Flask, name: str, build: Any) -> Any:
@@ -51,9 +56,24 @@ def _file_stamp(path: str) -> tuple[int, int, int]:
     return (status.st_mtime_ns, status.st_size, status.st_ino)
 
 
-def backend() -> LocalBackend:
+def backend() -> Backend:
+    """The configured backend: a local folder, or an S3 bucket (AWS, MinIO, Ceph RGW ...)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    return _cached(app, "backend", lambda: LocalBackend(app.config["STORAGE_DIR"]))
+    return _cached(app, "backend", lambda: make_backend(app.config))
+
+
+def make_backend(config: Mapping[str, Any]) -> Backend:
+    if config["STORAGE_BACKEND"] != "s3":
+        return LocalBackend(config["STORAGE_DIR"])
+    from storage import S3Backend
+    # boto3's usual credential chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and
+    # AWS_SESSION_TOKEN), a profile, or an instance role; never a portal setting
+    return S3Backend(
+        config["S3_BUCKET"],
+        config["S3_PREFIX"],
+        endpoint_url=config["S3_ENDPOINT_URL"] or None,
+        region_name=config["S3_REGION"] or None,
+    )
 
 
 def object_store(session: Session) -> ObjectStore:
@@ -78,6 +98,82 @@ def receipt_signer() -> ReceiptSigner:
         "receipt_signer",
         lambda: ReceiptSigner.load(app.config["RECEIPT_KEY_FILE"], app.config["RECEIPT_ISSUER"]),
     )
+
+
+def job_queue() -> JobQueue:
+    """Where ingest jobs go: the broker, or (JOBS_INLINE, tests) this app context's own list.
+
+    The inline queue is run by :func:`run_inline_jobs` when the request or command ends,
+    through the runner ``create_app`` registers (the same use case the workers call).
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config["JOBS_INLINE"]:
+        if "portal_inline_queue" not in g:
+            g.portal_inline_queue = InlineQueue(app.extensions["portal_ingest_runner"])
+        return g.portal_inline_queue
+    return _cached(app, "job_queue", lambda: CeleryQueue(celery_producer(app.config)))
+
+
+def run_inline_jobs(_exc: BaseException | None = None) -> None:
+    """Run the jobs this request or command queued inline (a teardown hook)."""
+    queue = g.get("portal_inline_queue")
+    if queue is not None:
+        queue.run_pending()
+
+
+def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the web processes (producers) and the workers agree on: broker, queues, format.
+
+    The broker's visibility timeout (Redis, SQS) is JOB_STALLED_AFTER: a job that a worker
+    took but did not acknowledge within it is delivered again, the same promise the
+    ``requeue_stalled`` job keeps for work that never reached the broker.
+    """
+    from kombu import Exchange, Queue
+
+    return {
+        "broker_url": config["BROKER_URL"],
+        "broker_transport_options": _transport_options(config),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        # a request must not hang on a broker outage: the send is retried briefly, then
+        # logged, and requeue_stalled sends it later
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "interval_max": 1,
+        },
+        "task_queues": [
+            Queue(name, Exchange(name), routing_key=name)
+            for name in (INGEST_QUEUE, MAINTENANCE_QUEUE)
+        ],
+        "task_default_queue": MAINTENANCE_QUEUE,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def _transport_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    url = str(config["BROKER_URL"])
+    if url.startswith(("redis://", "rediss://", "redis+socket://", "sqs://")):
+        return {"visibility_timeout": int(config["JOB_STALLED_AFTER"])}
+    if url.startswith("sqla+sqlite"):
+        # the embedded broker (kombu hands these to create_engine): web and worker share it
+        return {"connect_args": {"timeout": 30}}
+    return {}
+
+
+def celery_producer(config: Mapping[str, Any]) -> Any:
+    """A Celery app that only publishes by task name: the web process imports no task code."""
+    from celery import Celery
+
+    producer = Celery("donation_portal.web", set_as_current=False)
+    producer.conf.update(celery_settings(config))
+    return producer
 
 
 def forget(app: Flask) -> None:
