@@ -33,7 +33,12 @@ class Spooled:
 
 
 class QuarantineSpool(io.RawIOBase):
-    """Write-only until Werkzeug's ``seek(0)``, which commits the encrypted object."""
+    """Write-only; the encrypted object is committed when the view takes the files.
+
+    Until then it is a backend partial write, which the reconciler leaves alone for
+    QUARANTINE_MAX_AGE: a committed but unrecorded object would count as an orphan after
+    ORPHAN_GRACE, and a long form upload can take longer than that.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -61,10 +66,7 @@ class QuarantineSpool(io.RawIOBase):
         return 0
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET and offset == 0:
-            self.commit()
-            return 0
-        return self.tell()
+        return self.tell()  # Werkzeug rewinds a spool it has filled; nothing reads it here
 
     def read(self, size: int | None = -1) -> bytes:
         raise io.UnsupportedOperation("an encrypted spool is not read back in the web process")
