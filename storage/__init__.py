@@ -47,6 +47,7 @@ from .quarantine import (
 )
 from .reader import DecryptingReader
 from .rotation import key_status, retire_kek_version, rotate_keys
+from .s3 import S3Backend
 from .spool import EncryptedSpool
 from .store import ObjectInfo, ObjectStore, ObjectWriter, VerifyReport
 
@@ -67,6 +68,7 @@ __all__ = [
     "ObjectNotFound",
     "ObjectStore",
     "ObjectWriter",
+    "S3Backend",
     "StorageError",
     "StorageFull",
     "StorageUnavailable",

@@ -39,6 +39,7 @@ def _assert_refused(store: ObjectStore, info: ObjectInfo, error=IntegrityError) 
     assert info.object_id in str(err.value)
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_every_single_byte_flip_of_a_small_object_is_caught(
     store: ObjectStore, scope: str
 ) -> None:
@@ -55,6 +56,7 @@ def test_every_single_byte_flip_of_a_small_object_is_caught(
     assert store.read_bytes(info) == data
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 @FIXTURE_SETTINGS
 @given(position=st.integers(0, 10**9), bit=st.integers(0, 7))
 def test_a_flipped_bit_anywhere_in_a_multi_segment_object_is_caught(
@@ -68,6 +70,7 @@ def test_a_flipped_bit_anywhere_in_a_multi_segment_object_is_caught(
     _assert_refused(store, info)
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 @FIXTURE_SETTINGS
 @given(keep=st.integers(0, 10**9))
 def test_a_truncated_object_is_caught_at_any_length(
@@ -80,6 +83,7 @@ def test_a_truncated_object_is_caught_at_any_length(
     _assert_refused(store, info)
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_truncation_at_a_segment_boundary_with_forged_records_is_caught(
     store: ObjectStore, scope: str
 ) -> None:
@@ -93,6 +97,7 @@ def test_truncation_at_a_segment_boundary_with_forged_records_is_caught(
     _assert_refused(store, forged)
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_reordered_segments_are_caught_on_full_read(store: ObjectStore, scope: str) -> None:
     data = os.urandom(3 * SEGMENT_SIZE)
     info = store.put(scope, io.BytesIO(data))
@@ -166,6 +171,7 @@ def test_missing_key_file(tmp_path: Path) -> None:
         KeyRing.load(tmp_path / "instance" / "kek.json")
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_not_a_crypt4gh_object(store: ObjectStore, scope: str) -> None:
     info = store.put(scope, io.BytesIO(b"payload"))
     path = _stored(store, info)
@@ -173,6 +179,7 @@ def test_not_a_crypt4gh_object(store: ObjectStore, scope: str) -> None:
     _assert_refused(store, info)
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_errors_never_carry_content_or_keys(store: ObjectStore, scope: str) -> None:
     secret = b"PatientName^Secret"
     info = store.put(scope, io.BytesIO(secret * 100))

@@ -21,6 +21,7 @@ from storage import (
 from storage.c4gh_format import public_key_of
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 @pytest.mark.parametrize("size", [0, 1, SEGMENT_SIZE, 2 * SEGMENT_SIZE + 123])
 def test_reference_tool_decrypts_a_stored_object(
     store: ObjectStore, scope: str, reference, tmp_path: Path, size: int
@@ -35,6 +36,7 @@ def test_reference_tool_decrypts_a_stored_object(
     assert done.stdout == data
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_reference_tool_reads_a_passphrase_protected_exported_key(
     store: ObjectStore, scope: str, reference, tmp_path: Path
 ) -> None:
@@ -49,6 +51,7 @@ def test_reference_tool_reads_a_passphrase_protected_exported_key(
         load_private_key_file(sk, b"wrong")
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 @pytest.mark.parametrize("size", [0, 5, SEGMENT_SIZE, 3 * SEGMENT_SIZE - 1])
 def test_store_reads_a_file_the_reference_tool_encrypted(
     store: ObjectStore, scope: str, reference, tmp_path: Path, size: int

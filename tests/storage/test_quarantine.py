@@ -40,6 +40,7 @@ def test_quarantine_scope_ids_carry_their_creation_time() -> None:
     assert not is_quarantine_scope("consent-1")
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_sweep_destroys_abandoned_quarantine_and_leaves_the_rest(
     store: ObjectStore, backend: LocalBackend, reference, tmp_path: Path
 ) -> None:

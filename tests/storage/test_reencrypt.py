@@ -16,6 +16,7 @@ from storage import (
 from storage.c4gh_format import read_header
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 @pytest.mark.parametrize("size", [0, 10, 2 * SEGMENT_SIZE + 1])
 def test_recipient_decrypts_with_the_reference_tool(
     store: ObjectStore, scope: str, reference, tmp_path: Path, size: int
@@ -53,6 +54,7 @@ def test_bad_recipient_key_is_refused(store: ObjectStore, scope: str) -> None:
             store.reencrypt_for(info, bad)
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_tampered_data_segment_is_not_released_silently(
     store: ObjectStore, scope: str, reference
 ) -> None:

@@ -35,6 +35,7 @@ def _snapshot(backend: LocalBackend) -> dict[str, tuple[bytes, int]]:
     return snap
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_rotation_rewraps_every_key_and_touches_no_data_file(store: ObjectStore) -> None:
     infos = _populate(store)
     contents = {info.object_id: store.read_bytes(info) for info in infos}

@@ -27,6 +27,7 @@ def _every_key_the_operator_still_has(store: ObjectStore, directory: Path) -> li
     return paths
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_backup_copy_is_undecryptable_after_shredding(
     store: ObjectStore, reference, tmp_path: Path
 ) -> None:

@@ -35,6 +35,7 @@ def test_spool_encrypts_on_write_then_reads_back_seekably(store: ObjectStore, sc
     assert store.read_bytes(spool.info) == data
 
 
+@pytest.mark.local_only  # inspects LocalBackend's folder
 def test_spool_closed_before_seek_leaves_nothing(
     store: ObjectStore, scope: str, backend: LocalBackend
 ) -> None:
@@ -77,6 +78,7 @@ def test_scan_helper_finds_plaintext(tmp_path: Path) -> None:
     assert _files_containing([tmp_path], [b"DICM"]) == [tmp_path / "leak"]
 
 
+@pytest.mark.local_only  # inspects LocalBackend's folder
 def test_werkzeug_upload_is_never_plaintext_on_disk(
     store: ObjectStore, scope: str, backend: LocalBackend, tmp_path: Path, monkeypatch
 ) -> None:

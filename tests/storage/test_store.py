@@ -36,6 +36,7 @@ def test_ensure_scope_is_idempotent_and_scopes_differ(store: ObjectStore) -> Non
     assert store.ensure_scope("b") != first
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 @FIXTURE_SETTINGS
 @given(size=SIZES, cut=st.integers(1, 100_000), seed=st.binary(min_size=8, max_size=8))
 def test_round_trip_any_size_any_write_pattern(
@@ -90,6 +91,7 @@ def test_pydicom_reads_through_the_decrypting_stream(store: ObjectStore, scope: 
     assert dataset == original
 
 
+@pytest.mark.local_only  # inspects LocalBackend's folder
 def test_no_plaintext_or_patient_name_on_disk(
     store: ObjectStore, scope: str, backend: LocalBackend
 ) -> None:
@@ -131,6 +133,7 @@ def test_recorded_size_mismatch_is_an_integrity_error(store: ObjectStore, scope:
             store.read_bytes(wrong)
 
 
+@pytest.mark.local_only  # inspects LocalBackend's folder
 def test_exception_in_writer_block_leaves_nothing(
     store: ObjectStore, scope: str, backend: LocalBackend
 ) -> None:

@@ -14,6 +14,8 @@ import pytest
 from storage import SEGMENT_SIZE, IntegrityError, ObjectInfo, ObjectStore, StorageError
 from storage.c4gh_format import CIPHER_SEGMENT_SIZE, NONCE_SIZE, read_header
 
+pytestmark = pytest.mark.local_only  # every test rewrites the stored file directly
+
 SIZE = 3 * SEGMENT_SIZE + 1000  # three whole segments and a partial one
 SEGMENTS = 4
 

@@ -1,6 +1,8 @@
 import io
 import os
 
+import pytest
+
 from storage import SEGMENT_SIZE, ObjectStore, new_object_id
 from storage.c4gh_format import CIPHER_SEGMENT_SIZE
 
@@ -11,6 +13,7 @@ def test_clean_store_verifies(store: ObjectStore, scope: str) -> None:
     assert report.ok and report.checked == 3
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_missing_orphaned_corrupted_and_unreadable_are_reported(store: ObjectStore) -> None:
     store.ensure_scope("a")
     store.ensure_scope("b")
@@ -37,6 +40,7 @@ def test_missing_orphaned_corrupted_and_unreadable_are_reported(store: ObjectSto
     assert report.unreadable == [unreadable.object_id]
 
 
+@pytest.mark.local_only  # reads or writes the stored file directly
 def test_reordered_segments_are_corrupted(store: ObjectStore, scope: str) -> None:
     info = store.put(scope, io.BytesIO(os.urandom(2 * SEGMENT_SIZE)))
     path = store.backend.path_of(info.object_id)
