@@ -48,7 +48,9 @@ class ConcatenatedReader(io.RawIOBase):
         else:
             raise ValueError(f"invalid whence {whence}")
         if target < 0:
-            raise ValueError("negative seek position")
+            if whence == io.SEEK_SET:
+                raise ValueError("negative seek position")
+            target = 0  # relative seeks before the start stop at it, as io.BytesIO does
         self._position = target
         return target
 
