@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import BinaryIO
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -103,10 +104,11 @@ def run_ingest_job(
 ) -> str:
     """Process upload ``upload_id`` once; returns the upload's state afterwards."""
     try:
-        claim = _claim(session_factory, store_for, upload_id)
-        if claim is None:
+        work = _claim(session_factory, store_for, upload_id)
+        if work is None:
             return _state_of(session_factory, upload_id)
-        produced = _deidentify(session_factory, store_for, deid_key, claim)
+        claim, source, writer = work
+        produced = _deidentify(deid_key, claim, source, writer)
         return _record(session_factory, store_for, deid_key, upload_id, claim, produced)
     except (OperationalError, DBAPIError, StorageUnavailable, StorageFull) as error:
         if not final_attempt:
@@ -123,9 +125,11 @@ def run_ingest_job(
         return _fail(session_factory, store_for, upload_id)
 
 
-def _claim(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str) -> (
-    _Claim | None
-):
+def _claim(
+    session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str
+) -> tuple[_Claim, ConcatenatedReader, ObjectWriter] | None:
+    """Mark the upload as processing and open what de-identifying needs, in one transaction:
+    the decrypting readers of its parts and a writer to the consent's key scope."""
     with session_factory() as session:
         begin_write(session)
         upload = session.scalars(
@@ -142,15 +146,25 @@ def _claim(session_factory: sessionmaker[Session], store_for: StoreFor, upload_i
             row.status = FILE_PROCESSING
         record = session.get(consent.Consent, upload.consent_id)
         assert record is not None
-        store_for(session).ensure_scope(record.id)
         claim = _Claim(
             consent_id=record.id,
             donor_id=upload.donor_id,
             pseudonym=record.pseudonym,
             parts=[stored_info(part) for part in upload.parts],
         )
-        session.commit()
-        return claim
+        store = store_for(session)
+        store.ensure_scope(record.id)
+        readers: list[BinaryIO] = []
+        try:
+            for part in claim.parts:
+                readers.append(store.open(part))
+            writer = store.writer(claim.consent_id)
+            session.commit()
+        except BaseException:
+            for reader in readers:
+                reader.close()
+            raise
+    return claim, ConcatenatedReader(readers, [part.size for part in claim.parts]), writer
 
 
 @dataclass(frozen=True)
@@ -160,21 +174,9 @@ class _Produced:
 
 
 def _deidentify(
-    session_factory: sessionmaker[Session], store_for: StoreFor, deid_key: bytes, claim: _Claim
+    deid_key: bytes, claim: _Claim, source: ConcatenatedReader, writer: ObjectWriter
 ) -> _Produced:
-    with session_factory() as session:
-        store = store_for(session)
-        readers = []
-        try:
-            for part in claim.parts:
-                readers.append(store.open(part))
-            writer = store.writer(claim.consent_id)
-        except BaseException:
-            for reader in readers:
-                reader.close()
-            raise
-        session.commit()  # only read; no transaction stays open while de-identifying
-    source = ConcatenatedReader(readers, [part.size for part in claim.parts])
+    """No transaction is open here: this is the long part."""
     try:
         outcome = anonymize.deidentify(
             source, _AppendOnly(writer), key=deid_key, pseudonym=claim.pseudonym
