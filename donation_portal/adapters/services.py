@@ -134,7 +134,7 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         "broker_url": config["BROKER_URL"],
         "broker_transport_options": _transport_options(config),
         "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": 5,
+        "broker_connection_timeout": 2,
         # a request must not hang on a broker outage: the send is retried briefly, then
         # logged, and requeue_stalled sends it later
         "task_publish_retry_policy": {

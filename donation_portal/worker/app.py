@@ -1,0 +1,90 @@
+"""The Celery app factory: configured from the Flask app's settings, tasks in its app context."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+from flask import Flask
+
+from donation_portal.adapters import services
+from donation_portal.adapters.jobs import INGEST_TASK
+from donation_portal.adapters.jobs import QUEUE as INGEST_QUEUE
+from donation_portal.adapters.services import MAINTENANCE_QUEUE
+from donation_portal.worker import tasks
+
+HEARTBEAT_EVERY = timedelta(seconds=30)
+REQUEUE_EVERY = timedelta(minutes=1)
+RECONCILE_EVERY = timedelta(minutes=3)
+EXPIRE_EVERY = timedelta(minutes=10)
+SWEEP_EVERY = timedelta(hours=1)
+
+
+def make_celery(flask_app: Flask) -> Celery:
+    """A Celery app whose tasks run inside ``flask_app``'s app context."""
+
+    class FlaskTask(Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with flask_app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(flask_app.import_name, task_cls=FlaskTask, set_as_current=False)
+    celery.conf.update(worker_settings(flask_app.config))
+    celery.flask_app = flask_app  # type: ignore[attr-defined]
+    tasks.register(celery)
+    worker_process_init.connect(
+        _fresh_connections(flask_app), weak=False, dispatch_uid=f"portal-{id(flask_app)}"
+    )
+    return celery
+
+
+def worker_settings(config: dict[str, Any]) -> dict[str, Any]:
+    settings = services.celery_settings(config)
+    settings.update(
+        # a job is acknowledged when it has finished, not when it starts: a worker that dies
+        # mid-job (OOM, SIGKILL, a lost node) leaves the message to be delivered again
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # one job at a time per process: a long ingest never holds others back
+        worker_prefetch_multiplier=1,
+        task_routes={
+            INGEST_TASK: {"queue": INGEST_QUEUE},
+            "portal.*": {"queue": MAINTENANCE_QUEUE},
+        },
+        beat_schedule=beat_schedule(),
+        beat_schedule_filename=os.path.join(config["INSTANCE_PATH"], "celerybeat-schedule"),
+        worker_hijack_root_logger=False,
+    )
+    return settings
+
+
+def beat_schedule() -> dict[str, dict[str, Any]]:
+    """The periodic jobs; each expires after its interval, so a backlog never piles up."""
+
+    def every(task: str, interval: timedelta) -> dict[str, Any]:
+        seconds = interval.total_seconds()
+        return {
+            "task": task,
+            "schedule": interval,
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": seconds},
+        }
+
+    return {
+        "heartbeat": every("portal.heartbeat", HEARTBEAT_EVERY),
+        "requeue-stalled": every("portal.requeue_stalled", REQUEUE_EVERY),
+        "reconcile-storage": every("portal.reconcile", RECONCILE_EVERY),
+        "expire-uploads": every("portal.expire_uploads", EXPIRE_EVERY),
+        "sweep-quarantine": every("portal.sweep", SWEEP_EVERY),
+    }
+
+
+def _fresh_connections(flask_app: Flask) -> Any:
+    def dispose(**_: Any) -> None:
+        # a forked pool process must not share the parent's pooled database connections
+        flask_app.extensions["portal_engine"].dispose(close=False)
+
+    return dispose

@@ -1,0 +1,394 @@
+"""The Celery workers: their configuration, the ingest task's retries, the wiring of the queues,
+and a real worker process running a task end to end against a committed database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from donation_portal import create_app
+from donation_portal.adapters import migrate, services
+from donation_portal.adapters.db import make_engine
+from donation_portal.adapters.jobs import CeleryQueue, InlineQueue
+from donation_portal.adapters.keyfiles import read_secret_file
+from donation_portal.adapters.models import WorkerHeartbeat
+from donation_portal.cli.dev_setup import prepare_instance
+from donation_portal.worker import make_celery
+from donation_portal.worker.tasks import BACKOFF_BASE, backoff
+from tests.conftest import IN_CI, create_postgres_database, drop_postgres_database
+
+REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_READY_SECONDS = 30
+TASK_DONE_SECONDS = 15
+
+
+def _app(tmp_path: Path, **config: Any) -> Flask:
+    settings = {
+        "ENV": "test",
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'portal.sqlite3'}",
+        **config,
+    }
+    return create_app(settings)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_celery_app_acknowledges_late_and_one_job_at_a_time(tmp_path: Path) -> None:
+    app = _app(tmp_path, BROKER_URL="redis://127.0.0.1:6379/1", JOB_STALLED_AFTER=1234)
+    conf = make_celery(app).conf
+    assert conf.broker_url == "redis://127.0.0.1:6379/1"
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_serializer == "json"
+    assert conf.accept_content == ["json"]
+    assert conf.task_ignore_result is True
+    assert not conf.result_backend
+    assert conf.broker_transport_options == {"visibility_timeout": 1234}
+
+
+def test_embedded_broker_gets_no_redis_options(tmp_path: Path) -> None:
+    app = _app(tmp_path)
+    conf = make_celery(app).conf
+    assert conf.broker_url == f"sqla+sqlite:///{tmp_path / 'instance' / 'broker.sqlite3'}"
+    # kombu's SQLAlchemy transport hands these to create_engine: no visibility_timeout there
+    assert "visibility_timeout" not in conf.broker_transport_options
+
+
+def test_tasks_are_routed_to_their_queues(tmp_path: Path) -> None:
+    celery = make_celery(_app(tmp_path))
+    assert {q.name for q in celery.conf.task_queues} == {"ingest", "maintenance"}
+    router = celery.amqp.router
+    assert router.route({}, "portal.ingest_upload")["queue"].name == "ingest"
+    for name in (
+        "portal.expire_uploads",
+        "portal.requeue_stalled",
+        "portal.reconcile",
+        "portal.sweep",
+        "portal.heartbeat",
+    ):
+        assert name in celery.tasks
+        assert router.route({}, name)["queue"].name == "maintenance"
+
+
+def test_beat_schedule(tmp_path: Path) -> None:
+    schedule = make_celery(_app(tmp_path)).conf.beat_schedule
+    by_task = {entry["task"]: entry for entry in schedule.values()}
+    assert set(by_task) == {
+        "portal.heartbeat",
+        "portal.requeue_stalled",
+        "portal.reconcile",
+        "portal.expire_uploads",
+        "portal.sweep",
+    }
+    assert by_task["portal.heartbeat"]["schedule"] == timedelta(seconds=30)
+    assert by_task["portal.reconcile"]["schedule"] <= timedelta(minutes=5)
+    assert by_task["portal.sweep"]["schedule"] == timedelta(hours=1)
+    assert by_task["portal.requeue_stalled"]["schedule"] <= timedelta(minutes=5)
+    for entry in schedule.values():
+        assert entry["options"]["queue"] == "maintenance"
+        # a backlog of periodic jobs (workers down for a while) is dropped, not run N times
+        assert entry["options"]["expires"] == entry["schedule"].total_seconds()
+
+
+def test_producer_and_workers_agree_on_queues(tmp_path: Path) -> None:
+    app = _app(tmp_path, BROKER_URL="redis://127.0.0.1:6379/1")
+    producer = services.celery_producer(app.config)
+    worker = make_celery(app)
+    assert producer.conf.task_queues == worker.conf.task_queues
+    assert producer.conf.broker_transport_options == worker.conf.broker_transport_options
+    assert not producer.tasks.keys() & {"portal.ingest_upload", "portal.heartbeat"}
+
+
+# --- the ingest task -------------------------------------------------------------------------
+
+
+def test_backoff_doubles_with_jitter_and_is_capped() -> None:
+    for retries in range(8):
+        delay = min(60.0, BACKOFF_BASE * 2**retries)
+        for _ in range(20):
+            assert delay / 2 <= backoff(retries, cap=60.0) <= delay
+    assert len({backoff(3) for _ in range(10)}) > 1
+
+
+@pytest.fixture
+def fake_ingest(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    from donation_portal.workflows import ingest
+
+    calls: list[dict[str, Any]] = []
+
+    def run_ingest_job(session_factory, store_for, deid_key, upload_id, *, final_attempt):  # type: ignore[no-untyped-def]
+        calls.append(
+            {
+                "session_factory": session_factory,
+                "store_for": store_for,
+                "deid_key": deid_key,
+                "upload_id": upload_id,
+                "final_attempt": final_attempt,
+            }
+        )
+        if upload_id.startswith("flaky") and not final_attempt:
+            raise ingest.RetryLater("storage unreachable")
+        if upload_id.startswith("down"):
+            raise ingest.RetryLater("storage unreachable")
+        return "stored"
+
+    monkeypatch.setattr(ingest, "run_ingest_job", run_ingest_job)
+    return calls
+
+
+def test_ingest_retries_transient_errors_then_makes_a_final_attempt(
+    tmp_path: Path, fake_ingest: list[dict[str, Any]]
+) -> None:
+    app = _app(tmp_path, JOB_MAX_ATTEMPTS=4)
+    prepare_instance(tmp_path / "instance")
+    task = make_celery(app).tasks["portal.ingest_upload"]
+    result = task.apply(args=["flaky-1"])
+    assert result.get() == "stored"
+    assert [call["final_attempt"] for call in fake_ingest] == [False, False, False, True]
+    call = fake_ingest[-1]
+    assert call["session_factory"] is app.extensions["portal_sessionmaker"]
+    assert call["store_for"] is services.object_store
+    assert call["deid_key"] == read_secret_file(tmp_path / "instance" / "keys" / "deid.key")
+
+
+def test_ingest_gives_up_loudly_after_the_last_attempt(
+    tmp_path: Path, fake_ingest: list[dict[str, Any]]
+) -> None:
+    from donation_portal.workflows import ingest
+
+    app = _app(tmp_path, JOB_MAX_ATTEMPTS=2)
+    prepare_instance(tmp_path / "instance")
+    task = make_celery(app).tasks["portal.ingest_upload"]
+    result = task.apply(args=["down-1"])
+    with pytest.raises(ingest.RetryLater):
+        result.get()
+    assert [call["final_attempt"] for call in fake_ingest] == [False, True]
+
+
+# --- wiring: which queue, which backend ------------------------------------------------------
+
+
+def test_inline_queue_runs_jobs_when_the_request_ends(
+    tmp_path: Path, fake_ingest: list[dict[str, Any]]
+) -> None:
+    app = _app(tmp_path)
+    prepare_instance(tmp_path / "instance")
+    assert app.config["JOBS_INLINE"] is True
+    with app.test_request_context():
+        queue = services.job_queue()
+        assert isinstance(queue, InlineQueue)
+        assert services.job_queue() is queue
+        queue.send_ingest(["u1", "u2"])
+        assert fake_ingest == []
+    assert [call["upload_id"] for call in fake_ingest] == ["u1", "u2"]
+    assert all(call["final_attempt"] for call in fake_ingest)
+    assert fake_ingest[0]["session_factory"] is app.extensions["portal_sessionmaker"]
+
+
+def test_inline_jobs_also_run_at_the_end_of_a_command(
+    tmp_path: Path, fake_ingest: list[dict[str, Any]]
+) -> None:
+    app = _app(tmp_path)
+    prepare_instance(tmp_path / "instance")
+    with app.app_context():
+        services.job_queue().send_ingest(["u3"])
+    assert [call["upload_id"] for call in fake_ingest] == ["u3"]
+
+
+def test_celery_queue_publishes_by_name_without_task_code(tmp_path: Path) -> None:
+    app = _app(tmp_path, JOBS_INLINE=False)
+    with app.app_context():
+        queue = services.job_queue()
+        assert isinstance(queue, CeleryQueue)
+        assert services.job_queue() is queue
+
+
+def test_storage_backend_is_local_or_s3(tmp_path: Path) -> None:
+    from storage import LocalBackend, S3Backend
+
+    with _app(tmp_path).app_context():
+        assert isinstance(services.backend(), LocalBackend)
+    app = _app(
+        tmp_path,
+        STORAGE_BACKEND="s3",
+        S3_BUCKET="portal-objects",
+        S3_PREFIX="objects/",
+        S3_ENDPOINT_URL="http://127.0.0.1:9",
+        S3_REGION="eu-central-1",
+    )
+    with app.app_context():
+        backend = services.backend()
+    assert isinstance(backend, S3Backend)
+    assert (backend.bucket, backend.prefix) == ("portal-objects", "objects/")
+    assert backend.client.meta.endpoint_url == "http://127.0.0.1:9"
+    assert backend.client.meta.region_name == "eu-central-1"
+
+
+# --- a real worker process -------------------------------------------------------------------
+
+
+def _redis_reachable() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {REDIS_URL} is unreachable"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true requires it): {exc}", pytrace=False)
+        pytest.skip(f"{message}; real-broker worker test skipped (PORTAL_TEST_REDIS_URL)")
+    finally:
+        client.close()
+
+
+class Worker:
+    """A `celery worker` subprocess; its output is collected so a failure can show it."""
+
+    def __init__(self, env: dict[str, str], queue: str) -> None:
+        self.queue = queue
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        argv = [
+            sys.executable, "-m", "celery", "-A", "donation_portal.worker.main", "worker",
+            "-Q", queue, "--concurrency", "1", "--hostname", f"test-{queue}@%h",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if " ready." in line:
+                self._ready.set()
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + WORKER_READY_SECONDS
+        while not self._ready.wait(0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the worker did not become ready:\n{self.output()}")
+
+    def stop(self) -> None:
+        """Cold shutdown (the task is done), then SIGKILL to the worker's whole group."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(params=["redis+postgresql", "sqla+sqlite"])
+def worker_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A migrated, committed database and a broker; no savepoint-joined session here."""
+    broker_kind, database_kind = request.param.split("+")
+    if broker_kind == "redis":
+        _redis_reachable()
+    instance = tmp_path / "instance"
+    prepare_instance(instance)
+    admin = None
+    if database_kind == "postgresql":
+        url, admin = create_postgres_database()
+    else:
+        url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    try:
+        migrate.upgrade(url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+        env.update(
+            PORTAL_ENV="test",
+            PORTAL_INSTANCE_PATH=str(instance),
+            PORTAL_DATABASE_URL=url,
+            PYTHONUNBUFFERED="1",
+        )
+        if broker_kind == "redis":
+            env["PORTAL_BROKER_URL"] = REDIS_URL
+        # a queue of our own: a concurrent run, or a dev worker, never takes our messages
+        queue = f"test-{secrets.token_hex(4)}"
+        worker = Worker(env, queue)
+        try:
+            yield {"env": env, "url": url, "instance": instance, "worker": worker}
+        finally:
+            worker.stop()
+            if broker_kind == "redis":
+                _forget_redis_queue(queue)
+    finally:
+        if admin is not None:
+            drop_postgres_database(admin, url)
+
+
+def _forget_redis_queue(queue: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.delete(queue, f"_kombu.binding.{queue}")
+    finally:
+        client.close()
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_a_worker_process_records_its_heartbeat(worker_setup: dict[str, Any]) -> None:
+    worker: Worker = worker_setup["worker"]
+    app = create_app(
+        {
+            "ENV": "test",
+            "INSTANCE_PATH": str(worker_setup["instance"]),
+            "DATABASE_URL": worker_setup["url"],
+            **(
+                {"BROKER_URL": worker_setup["env"]["PORTAL_BROKER_URL"]}
+                if "PORTAL_BROKER_URL" in worker_setup["env"]
+                else {}
+            ),
+        }
+    )
+    worker.wait_ready()
+    producer = services.celery_producer(app.config)
+    producer.send_task("portal.heartbeat", queue=worker.queue)
+    engine = make_engine(worker_setup["url"])
+    try:
+        deadline = time.monotonic() + TASK_DONE_SECONDS
+        rows: list[WorkerHeartbeat] = []
+        while time.monotonic() < deadline and not rows:
+            with engine.connect() as conn:
+                rows = list(conn.execute(select(WorkerHeartbeat.worker, WorkerHeartbeat.at)))
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+        producer.close()
+    assert rows, f"no heartbeat recorded within {TASK_DONE_SECONDS} s:\n{worker.output()}"
+    assert [row.worker for row in rows] == [f"test-{worker.queue}@{os.uname().nodename}"]
+    app.extensions["portal_engine"].dispose()
