@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from flask import Flask
 
 from donation_portal.adapters import services
 from donation_portal.adapters.jobs import INGEST_TASK
 from donation_portal.adapters.jobs import QUEUE as INGEST_QUEUE
+from donation_portal.adapters.request_session import get_session
 from donation_portal.adapters.services import MAINTENANCE_QUEUE
 from donation_portal.worker import tasks
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = timedelta(seconds=30)
 REQUEUE_EVERY = timedelta(minutes=1)
@@ -37,6 +41,9 @@ def make_celery(flask_app: Flask) -> Celery:
     tasks.register(celery)
     worker_process_init.connect(
         _fresh_connections(flask_app), weak=False, dispatch_uid=f"portal-{id(flask_app)}"
+    )
+    worker_ready.connect(
+        _first_heartbeat(celery, flask_app), weak=False, dispatch_uid=f"portal-{id(celery)}"
     )
     return celery
 
@@ -88,3 +95,21 @@ def _fresh_connections(flask_app: Flask) -> Any:
         flask_app.extensions["portal_engine"].dispose(close=False)
 
     return dispose
+
+
+def _first_heartbeat(celery: Celery, flask_app: Flask) -> Any:
+    """A worker records its heartbeat as soon as it is ready, not 30 s later at beat's first
+    tick: /healthz of a fresh deployment turns healthy when a worker is really there."""
+
+    def beat(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not celery:
+            return
+        from donation_portal.workflows import maintenance
+
+        with flask_app.app_context():
+            try:
+                maintenance.record_heartbeat(get_session(), sender.hostname)
+            except Exception:  # the scheduled heartbeat tries again; the worker runs on
+                log.exception("could not record the first heartbeat of %s", sender.hostname)
+
+    return beat

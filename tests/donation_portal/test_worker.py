@@ -360,35 +360,48 @@ def _forget_redis_queue(queue: str) -> None:
         client.close()
 
 
-@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
-def test_a_worker_process_records_its_heartbeat(worker_setup: dict[str, Any]) -> None:
-    worker: Worker = worker_setup["worker"]
-    app = create_app(
-        {
-            "ENV": "test",
-            "INSTANCE_PATH": str(worker_setup["instance"]),
-            "DATABASE_URL": worker_setup["url"],
-            **(
-                {"BROKER_URL": worker_setup["env"]["PORTAL_BROKER_URL"]}
-                if "PORTAL_BROKER_URL" in worker_setup["env"]
-                else {}
-            ),
-        }
-    )
-    worker.wait_ready()
-    producer = services.celery_producer(app.config)
-    producer.send_task("portal.heartbeat", queue=worker.queue)
-    engine = make_engine(worker_setup["url"])
+def _heartbeats(url: str) -> dict[str, Any]:
+    engine = make_engine(url)
     try:
-        deadline = time.monotonic() + TASK_DONE_SECONDS
-        rows: list[WorkerHeartbeat] = []
-        while time.monotonic() < deadline and not rows:
-            with engine.connect() as conn:
-                rows = list(conn.execute(select(WorkerHeartbeat.worker, WorkerHeartbeat.at)))
-            time.sleep(0.2)
+        with engine.connect() as conn:
+            return dict(conn.execute(select(WorkerHeartbeat.worker, WorkerHeartbeat.at)).all())
     finally:
         engine.dispose()
-        producer.close()
-    assert rows, f"no heartbeat recorded within {TASK_DONE_SECONDS} s:\n{worker.output()}"
-    assert [row.worker for row in rows] == [f"test-{worker.queue}@{os.uname().nodename}"]
+
+
+def _poll(check, worker: Worker, what: str) -> Any:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + TASK_DONE_SECONDS
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} within {TASK_DONE_SECONDS} s:\n{worker.output()}")
+
+
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
+def test_a_worker_process_records_its_heartbeat(worker_setup: dict[str, Any]) -> None:
+    """On start, then through the heartbeat task, in a real committed database."""
+    worker: Worker = worker_setup["worker"]
+    url = worker_setup["url"]
+    name = f"test-{worker.queue}@{os.uname().nodename}"
+    config = {"ENV": "test", "INSTANCE_PATH": str(worker_setup["instance"]), "DATABASE_URL": url}
+    if "PORTAL_BROKER_URL" in worker_setup["env"]:
+        config["BROKER_URL"] = worker_setup["env"]["PORTAL_BROKER_URL"]
+    app = create_app(config)
     app.extensions["portal_engine"].dispose()
+    worker.wait_ready()
+    first = _poll(lambda: _heartbeats(url), worker, "no heartbeat when the worker was ready")
+    assert list(first) == [name]
+
+    producer = services.celery_producer(app.config)
+    try:
+        producer.send_task("portal.heartbeat", queue=worker.queue)
+    finally:
+        producer.close()
+    later = _poll(
+        lambda: (beats := _heartbeats(url)) and beats[name] > first[name] and beats,
+        worker,
+        "the heartbeat task recorded nothing",
+    )
+    assert list(later) == [name]
