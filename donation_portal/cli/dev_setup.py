@@ -33,7 +33,9 @@ def prepare_instance(instance: Path) -> None:
     ReceiptSigner.load_or_create(keys / "receipt.pem")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     from flask import Flask
 
     from donation_portal import create_app
@@ -41,9 +43,19 @@ def main() -> int:
     from donation_portal.adapters.request_session import get_session
     from donation_portal.workflows import accounts
 
+    parser = argparse.ArgumentParser(prog="python -m donation_portal.cli.dev_setup")
+    parser.add_argument(
+        "--keys-only",
+        action="store_true",
+        help="only create the instance folder's secret key and key files (any environment)",
+    )
+    args = parser.parse_args([] if argv is None else argv)
     default_instance = Flask("donation_portal").instance_path
     instance = Path(os.environ.get("PORTAL_INSTANCE_PATH") or default_instance)
     prepare_instance(instance)
+    if args.keys_only:
+        print(f"Keys in {instance / 'keys'} (existing files were kept).")
+        return 0
     app = create_app({"INSTANCE_PATH": str(instance)})
     if app.config["ENV"] != "development":
         print("dev-setup only runs in the development environment", file=sys.stderr)
@@ -79,4 +91,4 @@ def publish_default_template(session) -> None:  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
