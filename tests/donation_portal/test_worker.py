@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from donation_portal.adapters.db import make_engine
 from donation_portal.adapters.jobs import CeleryQueue, InlineQueue
 from donation_portal.adapters.keyfiles import read_secret_file
 from donation_portal.adapters.models import WorkerHeartbeat
+from donation_portal.adapters.request_session import get_session
 from donation_portal.cli.dev_setup import prepare_instance
 from donation_portal.worker import make_celery
 from donation_portal.worker.tasks import BACKOFF_BASE, backoff
@@ -264,13 +266,13 @@ def _redis_reachable() -> None:
 class Worker:
     """A `celery worker` subprocess; its output is collected so a failure can show it."""
 
-    def __init__(self, env: dict[str, str], queue: str) -> None:
-        self.queue = queue
+    def __init__(self, env: dict[str, str], queues: str, name: str) -> None:
+        self.name = name
         self.lines: list[str] = []
         self._ready = threading.Event()
         argv = [
             sys.executable, "-m", "celery", "-A", "donation_portal.worker.main", "worker",
-            "-Q", queue, "--concurrency", "1", "--hostname", f"test-{queue}@%h",
+            "-Q", queues, "--concurrency", "1", "--hostname", f"{name}@%h",
             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
         ]  # fmt: skip
         self.process = subprocess.Popen(
@@ -302,30 +304,51 @@ class Worker:
                 pytest.fail(f"the worker did not become ready:\n{self.output()}")
 
     def stop(self) -> None:
-        """Cold shutdown (the task is done), then SIGKILL to the worker's whole group."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=2)
+        """SIGKILL to the worker's process group: its queue and database are this test's."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
 
-@pytest.fixture(params=["redis+postgresql", "sqla+sqlite"])
-def worker_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """A migrated, committed database and a broker; no savepoint-joined session here."""
-    broker_kind, database_kind = request.param.split("+")
-    if broker_kind == "redis":
-        _redis_reachable()
-    instance = tmp_path / "instance"
-    prepare_instance(instance)
-    admin = None
-    if database_kind == "postgresql":
-        url, admin = create_postgres_database()
-    else:
-        url = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
-    try:
+@dataclass
+class Stack:
+    """A worker process over a migrated, committed database (no savepoint-joined session)."""
+
+    kind: str
+    url: str
+    instance: Path
+    broker_url: str | None
+    heartbeat_queue: str
+    worker: Worker
+
+    def app(self, **config: Any) -> Flask:
+        settings = {"ENV": "test", "INSTANCE_PATH": str(self.instance), "DATABASE_URL": self.url}
+        if self.broker_url:
+            settings["BROKER_URL"] = self.broker_url
+        return create_app({**settings, **config})
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``stacks(kind)``: a worker over a database, started once per module and kind.
+
+    ``redis+postgresql``: the worker consumes a queue of its own, so neither a concurrent
+    run nor a dev worker on the same Redis takes its messages. ``sqla+sqlite``: the embedded
+    broker is a file of this test's, so the worker consumes the real queues.
+    """
+    started: dict[str, Stack] = {}
+    cleanups: list[Any] = []
+
+    def start(kind: str) -> Stack:
+        broker_kind, database_kind = kind.split("+")
+        tmp = tmp_path_factory.mktemp(database_kind)
+        instance = tmp / "instance"
+        prepare_instance(instance)
+        if database_kind == "postgresql":
+            url, admin = create_postgres_database()
+            cleanups.append(lambda: drop_postgres_database(admin, url))
+        else:
+            url = f"sqlite:///{tmp / 'portal.sqlite3'}"
         migrate.upgrade(url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
         env.update(
@@ -334,20 +357,33 @@ def worker_setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dic
             PORTAL_DATABASE_URL=url,
             PYTHONUNBUFFERED="1",
         )
+        token = secrets.token_hex(4)
         if broker_kind == "redis":
             env["PORTAL_BROKER_URL"] = REDIS_URL
-        # a queue of our own: a concurrent run, or a dev worker, never takes our messages
-        queue = f"test-{secrets.token_hex(4)}"
-        worker = Worker(env, queue)
-        try:
-            yield {"env": env, "url": url, "instance": instance, "worker": worker}
-        finally:
-            worker.stop()
-            if broker_kind == "redis":
-                _forget_redis_queue(queue)
+            queues = heartbeat_queue = f"test-{token}"
+            cleanups.append(lambda: _forget_redis_queue(heartbeat_queue))
+        else:
+            queues, heartbeat_queue = "ingest,maintenance", "maintenance"
+        worker = Worker(env, queues, f"test-{token}")
+        cleanups.append(worker.stop)
+        return Stack(kind, url, instance, env.get("PORTAL_BROKER_URL"), heartbeat_queue, worker)
+
+    def get(kind: str) -> Stack:
+        if kind.startswith("redis"):
+            _redis_reachable()
+        if kind not in started:
+            started[kind] = start(kind)
+            # the other worker starts meanwhile: start-up is most of these tests' time
+            if "sqla+sqlite" not in started:
+                started["sqla+sqlite"] = start("sqla+sqlite")
+        started[kind].worker.wait_ready()
+        return started[kind]
+
+    try:
+        yield get
     finally:
-        if admin is not None:
-            drop_postgres_database(admin, url)
+        for cleanup in reversed(cleanups):
+            cleanup()
 
 
 def _forget_redis_queue(queue: str) -> None:
@@ -379,29 +415,67 @@ def _poll(check, worker: Worker, what: str) -> Any:  # type: ignore[no-untyped-d
     pytest.fail(f"{what} within {TASK_DONE_SECONDS} s:\n{worker.output()}")
 
 
-@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
-def test_a_worker_process_records_its_heartbeat(worker_setup: dict[str, Any]) -> None:
+NOLOAD = "ignore:The ``noload`` loader strategy:DeprecationWarning"  # kombu's SQLAlchemy transport
+
+
+@pytest.mark.filterwarnings(NOLOAD)
+@pytest.mark.parametrize("kind", ["redis+postgresql", "sqla+sqlite"])
+def test_a_worker_process_records_its_heartbeat(stacks: Any, kind: str) -> None:
     """On start, then through the heartbeat task, in a real committed database."""
-    worker: Worker = worker_setup["worker"]
-    url = worker_setup["url"]
-    name = f"test-{worker.queue}@{os.uname().nodename}"
-    config = {"ENV": "test", "INSTANCE_PATH": str(worker_setup["instance"]), "DATABASE_URL": url}
-    if "PORTAL_BROKER_URL" in worker_setup["env"]:
-        config["BROKER_URL"] = worker_setup["env"]["PORTAL_BROKER_URL"]
-    app = create_app(config)
-    app.extensions["portal_engine"].dispose()
-    worker.wait_ready()
-    first = _poll(lambda: _heartbeats(url), worker, "no heartbeat when the worker was ready")
+    stack: Stack = stacks(kind)
+    name = f"{stack.worker.name}@{os.uname().nodename}"
+    first = _poll(lambda: _heartbeats(stack.url), stack.worker, "no heartbeat at start")
     assert list(first) == [name]
 
+    app = stack.app()
+    app.extensions["portal_engine"].dispose()
     producer = services.celery_producer(app.config)
     try:
-        producer.send_task("portal.heartbeat", queue=worker.queue)
+        producer.send_task("portal.heartbeat", queue=stack.heartbeat_queue)
     finally:
         producer.close()
     later = _poll(
-        lambda: (beats := _heartbeats(url)) and beats[name] > first[name] and beats,
-        worker,
+        lambda: (beats := _heartbeats(stack.url)) and beats[name] > first[name] and beats,
+        stack.worker,
         "the heartbeat task recorded nothing",
     )
     assert list(later) == [name]
+
+
+@pytest.mark.filterwarnings(NOLOAD)
+def test_an_upload_is_ingested_by_a_worker_after_the_commit(stacks: Any) -> None:
+    """The web process publishes after its commit; a worker process de-identifies and stores."""
+    from consent import default_template_spec, publish_template
+    from donation_portal.adapters.models import DonatedFile, Upload
+
+    from .conftest import Browser
+    from .phi import real_file
+
+    stack: Stack = stacks("sqla+sqlite")
+    app = stack.app(JOBS_INLINE=False)
+    try:
+        with app.app_context():
+            session = get_session()
+            publish_template(session, default_template_spec())
+            session.commit()
+        browser = Browser(app.test_client())
+        assert browser.register("worker-e2e@example.org").status_code == 303
+        assert browser.sign_consent().status_code == 200
+        assert browser.upload([real_file("CT_small.dcm").content]).status_code == 303
+
+        engine = make_engine(stack.url)
+
+        def done() -> list[tuple[str, str | None]]:
+            with engine.connect() as conn:
+                states = conn.execute(select(Upload.state)).scalars().all()
+                files = conn.execute(select(DonatedFile.status, DonatedFile.modality)).all()
+            return [tuple(row) for row in files] if states == ["done"] and files else []
+
+        try:
+            files = _poll(done, stack.worker, "the upload was not ingested")
+        finally:
+            engine.dispose()
+        assert files == [("accepted", "CT")]
+        assert "portal.ingest_upload" in stack.worker.output()
+    finally:
+        app.extensions["portal_engine"].dispose()
