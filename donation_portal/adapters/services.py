@@ -13,8 +13,8 @@ from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
 from consent import ReceiptSigner, Sealer
+from donation_portal.adapters.jobs import INGEST_TASK, CeleryQueue, InlineQueue, JobQueue
 from donation_portal.adapters.jobs import QUEUE as INGEST_QUEUE
-from donation_portal.adapters.jobs import CeleryQueue, InlineQueue, JobQueue
 from donation_portal.adapters.keyfiles import read_secret_file
 from donation_portal.adapters.keystore import DatabaseKeyStore
 from storage import Backend, KeyRing, LocalBackend, ObjectStore
@@ -148,6 +148,10 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
             for name in (INGEST_QUEUE, MAINTENANCE_QUEUE)
         ],
         "task_default_queue": MAINTENANCE_QUEUE,
+        "task_routes": {
+            INGEST_TASK: {"queue": INGEST_QUEUE},
+            "portal.*": {"queue": MAINTENANCE_QUEUE},
+        },
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_backend": None,

@@ -12,8 +12,6 @@ from celery.signals import worker_process_init, worker_ready
 from flask import Flask
 
 from donation_portal.adapters import services
-from donation_portal.adapters.jobs import INGEST_TASK
-from donation_portal.adapters.jobs import QUEUE as INGEST_QUEUE
 from donation_portal.adapters.request_session import get_session
 from donation_portal.adapters.services import MAINTENANCE_QUEUE
 from donation_portal.worker import tasks
@@ -58,10 +56,6 @@ def worker_settings(config: dict[str, Any]) -> dict[str, Any]:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # one job at a time per process: a long ingest never holds others back
         worker_prefetch_multiplier=1,
-        task_routes={
-            INGEST_TASK: {"queue": INGEST_QUEUE},
-            "portal.*": {"queue": MAINTENANCE_QUEUE},
-        },
         beat_schedule=beat_schedule(),
         beat_schedule_filename=os.path.join(config["INSTANCE_PATH"], "celerybeat-schedule"),
         worker_hijack_root_logger=False,

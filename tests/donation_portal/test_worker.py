@@ -116,6 +116,8 @@ def test_producer_and_workers_agree_on_queues(tmp_path: Path) -> None:
     producer = services.celery_producer(app.config)
     worker = make_celery(app)
     assert producer.conf.task_queues == worker.conf.task_queues
+    for name, queue in (("portal.ingest_upload", "ingest"), ("portal.sweep", "maintenance")):
+        assert producer.amqp.router.route({}, name)["queue"].name == queue
     assert producer.conf.broker_transport_options == worker.conf.broker_transport_options
     assert not producer.tasks.keys() & {"portal.ingest_upload", "portal.heartbeat"}
 
