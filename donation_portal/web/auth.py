@@ -7,7 +7,6 @@ from flask_login import current_user, login_required, login_user, logout_user
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
-import consent as consents
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web.schemas import LoginSchema, RegisterSchema, first_errors, load_form
 from donation_portal.web.security import LoginUser, limiter, login_rate_limit
@@ -34,7 +33,7 @@ def register() -> str | Response | tuple[str, int]:
         return render_template("auth/register.html", email="")
     try:
         data = load_form(RegisterSchema(), request.form)
-        user = accounts.create_user(get_session(), data["email"], data["password"], "donor")
+        user = accounts.register(get_session(), data["email"], data["password"])
     except ValidationError as error:
         return _form_error("auth/register.html", first_errors(error))
     except accounts.AccountError as error:
@@ -53,25 +52,17 @@ def login() -> str | Response | tuple[str, int]:
         data = load_form(LoginSchema(), request.form)
     except ValidationError as error:
         return _form_error("auth/login.html", first_errors(error), 400)
-    user = accounts.authenticate(get_session(), data["email"], data["password"])
+    user = accounts.log_in(get_session(), data["email"], data["password"])
     if user is None:
         return _form_error("auth/login.html", ["Wrong e-mail address or password."], 401)
     _start_session(LoginUser(user))
-    consents.audit.record(
-        get_session(),
-        "auth.login",
-        actor=f"user:{user.id}",
-        subject_type="user",
-        subject_id=str(user.id),
-        detail={"role": user.role},
-    )
     return redirect(home_url(), 303)
 
 
 @bp.post("/logout")
 @login_required
 def logout() -> Response:
-    accounts.revoke_sessions(current_user.user)
+    accounts.log_out(get_session(), current_user.user)
     logout_user()
     session.clear()
     flash("You are logged out.")

@@ -1,7 +1,9 @@
-"""Access requests, steward decisions and releases: service functions over the caller's session.
+"""Access requests, steward decisions and releases: use cases over the caller's session.
 
-They flush; the request or job boundary commits. Every decision and download is audited in the
-same transaction.
+Each use case that writes (a decision, a submission, an audited download) is one unit of work
+and commits it; helpers used inside another unit of work (``downloadable``, ``open_member``,
+``record_withdrawal_notices``) only flush. Every decision and download is audited in the same
+transaction as what it records.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sqlalchemy.orm import Session
 import consent as consents
 from consent.canonical import as_utc
 from consent.db import utcnow
+from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import (
     REQUEST_APPROVED,
     REQUEST_REJECTED,
@@ -37,6 +40,7 @@ from donation_portal.adapters.models import (
     stored_info,
 )
 from donation_portal.workflows.eligibility import eligible_files, permitting, research_use
+from donation_portal.workflows.maintenance import delete_objects
 from storage import IntegrityError, KeyUnavailable, ObjectNotFound, ObjectStore, parse_public_key
 from storage.c4gh_format import ciphertext_length
 
@@ -61,6 +65,7 @@ def save_profile(session: Session, user: User, affiliation: str, key_text: str) 
         raise ResearchError(
             "This is not a Crypt4GH public key (the file crypt4gh-keygen writes).", 422
         ) from None
+    begin_write(session)
     profile = session.get(ResearcherProfile, user.id)
     if profile is None:
         profile = ResearcherProfile(user_id=user.id, affiliation=affiliation, public_key=key)
@@ -68,6 +73,7 @@ def save_profile(session: Session, user: User, affiliation: str, key_text: str) 
     profile.affiliation, profile.public_key, profile.updated_at = affiliation, key, utcnow()
     session.flush()
     _audit(session, "researcher.key_uploaded", user, "user", str(user.id), {})
+    session.commit()
 
 
 def submit_request(
@@ -82,7 +88,11 @@ def submit_request(
     store: ObjectStore | None = None,
 ) -> AccessRequest:
     """Submit a request; the ethics document, if any, is stored encrypted in its own key
-    scope (so it can be shredded alone) and marks the use as ethics-approved."""
+    scope (so it can be shredded alone) and marks the use as ethics-approved. Commits.
+
+    If the request cannot be recorded, the stored document is deleted again (or, should that
+    fail too, removed by the reconciler as an object nothing records)."""
+    begin_write(session)
     if session.get(ResearcherProfile, researcher.id) is None:
         raise ResearchError("Upload your Crypt4GH public key on your profile first.")
     if not eligible_files(session, use, filters):
@@ -97,26 +107,37 @@ def submit_request(
         filters=dict(filters),
         status=REQUEST_SUBMITTED,
     )
-    if ethics is not None and store is not None:
-        if not ethics.read(1):
-            raise ResearchError("The ethics approval document is empty.", 422)
-        ethics.seek(0)
-        scope = f"ethics-{request.id}"
-        store.ensure_scope(scope)
-        info = store.put(scope, ethics)
-        session.add(StoredObject(**dataclasses.asdict(info)))
-        session.flush()  # before the request row that refers to it
-        request.ethics_object_id = info.object_id
-    session.add(request)
-    session.flush()
-    _audit(session, "request.submitted", researcher, "access_request", request.id, {})
+    stored: list[str] = []
+    try:
+        if ethics is not None and store is not None:
+            if not ethics.read(1):
+                raise ResearchError("The ethics approval document is empty.", 422)
+            ethics.seek(0)
+            scope = f"ethics-{request.id}"
+            store.ensure_scope(scope)
+            info = store.put(scope, ethics)
+            stored.append(info.object_id)
+            session.add(StoredObject(**dataclasses.asdict(info)))
+            session.flush()  # before the request row that refers to it
+            request.ethics_object_id = info.object_id
+        session.add(request)
+        session.flush()
+        _audit(session, "request.submitted", researcher, "access_request", request.id, {})
+        session.commit()
+    except BaseException:
+        session.rollback()
+        if store is not None:
+            delete_objects(store, stored)
+        raise
     return request
 
 
 def approve(
     session: Session, request_id: str, steward: User, expires_at: datetime, approvals_needed: int
 ) -> Release | None:
-    """Record ``steward``'s approval; once enough stewards agree, freeze the release."""
+    """Record ``steward``'s approval; once enough stewards agree, freeze the release.
+    Commits."""
+    begin_write(session)
     request = _pending(session, request_id)
     if as_utc(expires_at) <= utcnow():
         raise ResearchError("The expiry date must be in the future.", 422)
@@ -130,6 +151,7 @@ def approve(
     session.flush()
     _audit(session, "request.approved_by", steward, "access_request", request.id, {})
     if len(done) + 1 < approvals_needed:
+        session.commit()
         return None
     expiry = min(
         [as_utc(expires_at)]
@@ -140,7 +162,9 @@ def approve(
             )
         ]
     )
-    return _freeze(session, request, steward, expiry)
+    release = _freeze(session, request, steward, expiry)
+    session.commit()
+    return release
 
 
 def _freeze(session: Session, request: AccessRequest, steward: User, expiry: datetime) -> Release:
@@ -181,7 +205,8 @@ def _freeze(session: Session, request: AccessRequest, steward: User, expiry: dat
 
 
 def ethics_document(session: Session, store: ObjectStore, request_id: str, steward: User) -> bytes:
-    """The ethics approval of a request, for the steward reviewing it (audited)."""
+    """The ethics approval of a request, for the steward reviewing it (audited; commits)."""
+    begin_write(session)
     request = session.get(AccessRequest, request_id)
     if request is None or request.ethics_object_id is None:
         raise ResearchError("This request has no ethics approval document.", 404)
@@ -190,16 +215,20 @@ def ethics_document(session: Session, store: ObjectStore, request_id: str, stewa
     with store.open(stored_info(stored)) as reader:
         data = reader.read()
     _audit(session, "request.ethics_viewed", steward, "access_request", request.id, {})
+    session.commit()
     return data
 
 
 def reject(session: Session, request_id: str, steward: User, reason: str) -> AccessRequest:
+    """Reject a pending request with a reason. Commits."""
+    begin_write(session)
     request = _pending(session, request_id)
     if not reason.strip():
         raise ResearchError("Please give a reason for the rejection.", 422)
     request.status, request.reason, request.decided_at = REQUEST_REJECTED, reason.strip(), utcnow()
     session.flush()
     _audit(session, "request.rejected", steward, "access_request", request.id, {})
+    session.commit()
     return request
 
 
@@ -268,6 +297,9 @@ class Download:
 def download_item(
     session: Session, store: ObjectStore, release: Release, position: int, user: User
 ) -> Download:
+    """One file, re-encrypted to ``user``'s key; the download is audited and committed
+    before its bytes are sent (which releases the row locks ``downloadable`` took)."""
+    begin_write(session)
     item = next((i for i in downloadable(session, release) if i.position == position), None)
     if item is None:
         raise ResearchError("This file is not, or no longer, part of the release.", 410)
@@ -293,6 +325,7 @@ def download_item(
         release.id,
         {"position": position},
     )
+    session.commit()
     return Download(
         _file_name(item),
         len(header) + ciphertext_length(item.size),
@@ -307,8 +340,9 @@ def release_members(
 
     Each member is checked again just before it is opened (``open_member``): a tar of
     thousands of files streams for a long time, and a withdrawal committed meanwhile must
-    keep the files not yet sent out of it.
+    keep the files not yet sent out of it. The download is audited and committed here.
     """
+    begin_write(session)
     profile = session.get(ResearcherProfile, user.id)
     assert profile is not None  # noqa: S101 - a release needs a profile
     key = profile.public_key
@@ -321,6 +355,7 @@ def release_members(
         for item in downloadable(session, release)
     ]
     _audit(session, "release.downloaded", user, "release", release.id, {"tar": len(members)})
+    session.commit()
     return members
 
 
@@ -344,8 +379,10 @@ def _file_name(item: ReleaseItem) -> str:
 
 
 def read_manifest(session: Session, release: Release, user: User) -> list[dict[str, Any]]:
-    """The manifest as ``user`` reads it; the reading is audited like a download."""
+    """The manifest as ``user`` reads it; the reading is audited like a download (commits)."""
+    begin_write(session)
     _audit(session, "release.manifest_read", user, "release", release.id, {})
+    session.commit()
     return manifest(release)
 
 
@@ -435,6 +472,8 @@ def notices_for(session: Session, user: User) -> list[WithdrawalNotice]:
 
 
 def acknowledge_notice(session: Session, notice_id: int, user: User) -> None:
+    """The researcher confirms a withdrawal notice. Commits."""
+    begin_write(session)
     notice = session.get(WithdrawalNotice, notice_id, with_for_update=True)
     release = session.get(Release, notice.release_id) if notice is not None else None
     if notice is None or release is None or release.researcher_id != user.id:
@@ -444,6 +483,7 @@ def acknowledge_notice(session: Session, notice_id: int, user: User) -> None:
     notice.acknowledged_at = utcnow()
     session.flush()
     _audit(session, "withdrawal_notice.acknowledged", user, "release", release.id, {})
+    session.commit()
 
 
 def releases_touched(session: Session, event_ids: list[int]) -> dict[int, list[str]]:

@@ -1,8 +1,9 @@
 """Steward review: donations into the research pool, quarantined files, withdrawals seen.
 
-Every decision records who and when on the row and in the audit trail, in the request's
-transaction. Files the engine held for review stay out of the pool until a steward clears
-them; a file refused on review is deleted (after the commit).
+Every decision is one unit of work, committed here: who and when on the row and in the
+audit trail. Files the engine held for review stay out of the pool until a steward clears
+them; a file refused on review is deleted after the commit (a failed deletion is logged and
+left to the reconciler).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 import consent as consents
 from consent import Consent, ConsentEvent
 from consent.db import utcnow
-from donation_portal.adapters.db import on_commit
+from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import (
     REVIEW_APPROVED,
     REVIEW_PENDING,
@@ -28,6 +29,7 @@ from donation_portal.adapters.models import (
     WithdrawalAcknowledgement,
 )
 from donation_portal.workflows.ingest import ACCEPTED, NEEDS_REVIEW, REJECTED
+from donation_portal.workflows.maintenance import delete_objects
 from storage import ObjectStore
 
 EXPIRY_WARNING = timedelta(days=30)
@@ -60,7 +62,8 @@ def pending_donations(session: Session) -> list[Donation]:
 def decide_donation(
     session: Session, donation_id: str, steward: User, *, approve: bool, reason: str = ""
 ) -> Donation:
-    """Approve a donation into the research pool, or reject it with a reason."""
+    """Approve a donation into the research pool, or reject it with a reason. Commits."""
+    begin_write(session)
     donation = session.get(Donation, donation_id, with_for_update=True)
     if donation is None:
         raise ReviewError("This donation does not exist.")
@@ -83,6 +86,7 @@ def decide_donation(
         subject_id=donation.id,
         detail={"consent_id": donation.consent_id},
     )
+    session.commit()
     return donation
 
 
@@ -103,7 +107,10 @@ def decide_file(
     *,
     release: bool,
 ) -> DonatedFile:
-    """Clear a quarantined file for the pool, or refuse it (its object is then deleted)."""
+    """Clear a quarantined file for the pool, or refuse it (its object is deleted after the
+    commit). Commits."""
+    begin_write(session)
+    doomed: list[str] = []
     donated = session.get(DonatedFile, file_id, with_for_update=True)
     if donated is None or donated.status != NEEDS_REVIEW:
         raise ReviewError("This file is not waiting for review.")
@@ -122,7 +129,7 @@ def decide_file(
         if object_id is not None:
             session.flush()
             session.delete(session.get(StoredObject, object_id))
-            on_commit(session, lambda: store.delete(object_id))
+            doomed.append(object_id)
     session.flush()
     consents.audit.record(
         session,
@@ -132,6 +139,8 @@ def decide_file(
         subject_id=str(donated.id),
         detail={"donation_id": donated.donation_id},
     )
+    session.commit()
+    delete_objects(store, doomed)
     return donated
 
 
@@ -162,6 +171,8 @@ def withdrawals(session: Session) -> list[WithdrawalItem]:
 
 
 def acknowledge_withdrawal(session: Session, event_id: int, steward: User) -> None:
+    """Record that ``steward`` has seen a withdrawal. Commits."""
+    begin_write(session)
     event = session.get(ConsentEvent, event_id)
     if event is None or event.kind not in (consents.WITHDRAWN, "module_withdrawn"):
         raise ReviewError("This withdrawal does not exist.")
@@ -180,6 +191,7 @@ def acknowledge_withdrawal(session: Session, event_id: int, steward: User) -> No
         subject_id=event.consent_id,
         detail={"event_id": event_id},
     )
+    session.commit()
 
 
 def expiring_consents(session: Session) -> list[Consent]:

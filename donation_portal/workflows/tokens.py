@@ -8,6 +8,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import ApiToken, User
 
 
@@ -16,9 +17,11 @@ def _digest(token: str) -> str:
 
 
 def issue(session: Session, user: User) -> str:
+    """A new token for ``user`` (only its digest is kept). Commits."""
+    begin_write(session)
     token = "dp_" + secrets.token_urlsafe(32)
     session.add(ApiToken(user_id=user.id, token_hash=_digest(token)))
-    session.flush()
+    session.commit()
     return token
 
 

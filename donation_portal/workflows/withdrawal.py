@@ -1,23 +1,28 @@
 """Withdrawal: of the whole consent ("stop future use" or "erase"), or of optional modules.
 
-Recorded by the consent library in the caller's transaction. "Erase" also shreds: each
-affected consent's scope key is destroyed inside the transaction, so the data is unreadable
-the moment the withdrawal commits; the ciphertext files are deleted only after the commit.
-"stop future use" keeps the files, which every release and download then leaves out.
+One unit of work, committed here: the consent library records the withdrawal, releases get
+their notices, uploads not yet stored are cancelled and, for "erase", each affected consent's
+scope key is destroyed, so the data is unreadable the moment the withdrawal commits. Only
+then are the ciphertext files (and cancelled upload parts) deleted; a deletion that fails
+(an object already gone, a storage hiccup) is logged and left to the reconciler, and never
+turns the committed withdrawal into an error. "stop future use" keeps the files, which every
+release and download then leaves out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 import consent as consents
-from donation_portal.adapters.db import on_commit
-from donation_portal.adapters.models import DonatedFile, StoredObject
-from donation_portal.workflows.ingest import ERASED
+from consent import Consent
+from donation_portal.adapters.db import begin_write
+from donation_portal.adapters.models import FILE_ERASED, DonatedFile, StoredObject
+from donation_portal.workflows import uploads
+from donation_portal.workflows.maintenance import delete_objects
 from donation_portal.workflows.releases import record_withdrawal_notices
 from storage import ObjectStore
 
@@ -41,10 +46,33 @@ def withdraw(
     actor: str | None = None,
 ) -> WithdrawalResult:
     """Withdraw ``modules`` of a consent, or all of it in ``mode``; ``code`` proves the right
-    to do so without a login. Raises consent errors (nothing changes then).
+    to do so without a login. Commits. Raises consent errors (nothing changes then).
 
     Releases holding the consent's files get a withdrawal notice for their researcher.
     """
+    begin_write(session)
+    try:
+        result, doomed = _record(session, consent_id, store, mode, modules, code, actor)
+        session.commit()
+    except BaseException:
+        session.rollback()  # the write lock goes now, not when the request ends
+        raise
+    delete_objects(store, doomed)
+    return result
+
+
+def _record(
+    session: Session,
+    consent_id: str,
+    store: ObjectStore,
+    mode: str,
+    modules: Collection[str],
+    code: str | None,
+    actor: str | None,
+) -> tuple[WithdrawalResult, list[str]]:
+    """The withdrawal's changes, in the caller's transaction; returns the result and the
+    objects to delete once it commits."""
+    lock_consents(session, [consent_id])
     lock_files(session, [consent_id])
     if code is not None:
         outcome = consents.withdraw_with_code(
@@ -58,26 +86,43 @@ def withdraw(
         if outcome:
             affected = sorted({event.consent_id for event in outcome})
             record_withdrawal_notices(session, outcome[0].id, affected)
-        return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0)
-    lock_files(session, outcome.consent_ids)  # the superseded consents it withdrew too
+        return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0), []
+    lock_consents(session, outcome.consent_ids)  # the superseded consents it withdrew too
+    lock_files(session, outcome.consent_ids)
+    # uploads not yet stored end here; their parts' keys are destroyed in this transaction
+    doomed = uploads.cancel_for_consents(session, outcome.consent_ids)
     record_withdrawal_notices(session, outcome.event.id, outcome.consent_ids)
     erased = 0
     if outcome.mode == consents.ERASE:
         for event in outcome.events:
-            erased += erase_files(session, event.consent_id, store)
-    return WithdrawalResult(consent_id, outcome.mode, (), erased)
+            count, object_ids = _erase_files(session, event.consent_id, store)
+            erased += count
+            doomed += object_ids
+    return WithdrawalResult(consent_id, outcome.mode, (), erased), doomed
 
 
-def lock_files(session: Session, consent_ids: list[str]) -> None:
-    """Lock the consents' file rows (PostgreSQL ``FOR UPDATE``): a download being prepared
-    finishes first, and one prepared after this commits sees the withdrawal."""
+def lock_consents(session: Session, consent_ids: Iterable[str]) -> None:
+    """Lock the consent rows (PostgreSQL ``FOR UPDATE``): an ingest job recording files under
+    one of them (it takes the same lock) either finishes first, and its files are withdrawn
+    too, or sees the withdrawal and stores nothing."""
     session.execute(
-        select(DonatedFile.id).where(DonatedFile.consent_id.in_(consent_ids)).with_for_update()
+        select(Consent.id).where(Consent.id.in_(list(consent_ids))).with_for_update()
     ).all()
 
 
-def erase_files(session: Session, consent_id: str, store: ObjectStore) -> int:
-    """Crypto-shred the consent's files; returns how many donated files lost their data."""
+def lock_files(session: Session, consent_ids: Iterable[str]) -> None:
+    """Lock the consents' file rows (PostgreSQL ``FOR UPDATE``): a download being prepared
+    finishes first, and one prepared after this commits sees the withdrawal."""
+    session.execute(
+        select(DonatedFile.id)
+        .where(DonatedFile.consent_id.in_(list(consent_ids)))
+        .with_for_update()
+    ).all()
+
+
+def _erase_files(session: Session, consent_id: str, store: ObjectStore) -> tuple[int, list[str]]:
+    """Crypto-shred the consent's files in this transaction; returns how many donated files
+    lost their data and the objects to delete once it commits."""
     files = list(
         session.scalars(
             select(DonatedFile).where(
@@ -88,19 +133,13 @@ def erase_files(session: Session, consent_id: str, store: ObjectStore) -> int:
     object_ids = [f.object_id for f in files if f.object_id]
     for donated in files:
         donated.object_id = None
-        donated.status = ERASED
+        donated.status = FILE_ERASED
     session.flush()
     session.execute(delete(StoredObject).where(StoredObject.scope_id == consent_id))
     store.shred_scope(consent_id, [])
-    on_commit(session, lambda: _delete_objects(store, object_ids))
-    return len(files)
+    return len(files), object_ids
 
 
 def withdraw_and_erase(session: Session, consent: consents.Consent, store: ObjectStore) -> int:
     """Withdraw the whole consent and erase its data; returns how many files were erased."""
     return withdraw(session, consent.id, store, mode=consents.ERASE).erased_files
-
-
-def _delete_objects(store: ObjectStore, object_ids: list[str]) -> None:
-    for object_id in object_ids:
-        store.delete(object_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -106,33 +106,45 @@ def _released_file(session: Session) -> str:
     return consent.id
 
 
-def test_a_withdrawal_and_a_download_wait_for_each_other(empty_database_url: str) -> None:
+def test_a_withdrawal_and_a_download_wait_for_each_other(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not empty_database_url.startswith("postgresql"):
         pytest.skip("row locks are a PostgreSQL matter; SQLite serialises whole transactions")
     migrate.upgrade(empty_database_url)
     engine = make_engine(empty_database_url)
+    # every connection of this one gives up on a lock after 300 ms instead of waiting
+    impatient = create_engine(empty_database_url, connect_args={"options": "-c lock_timeout=300"})
     try:
         with Session(engine) as setup:
             consent_id = _released_file(setup)
-        with Session(engine) as download, Session(engine) as withdraw:
+        with Session(engine) as download, Session(impatient) as withdraw:
             release = download.get(Release, "r1")
             assert len(releases.downloadable(download, release)) == 1  # holds the row lock
-            withdraw.execute(text("SET lock_timeout = '300ms'"))
             with pytest.raises(OperationalError):
                 withdrawal.withdraw(withdraw, consent_id, None)  # type: ignore[arg-type]
-            withdraw.rollback()
             download.commit()
 
+            # the withdrawal commits itself: look from inside its transaction, once it holds
+            # the locks, whether a download being prepared has to wait for it
+            waited: list[bool] = []
+            record = withdrawal.record_withdrawal_notices
+
+            def record_then_try_a_download(session: Session, *args: object) -> int:
+                made = record(session, *args)  # type: ignore[arg-type]
+                with Session(impatient) as other, pytest.raises(OperationalError):
+                    releases.downloadable(other, other.get(Release, "r1"))
+                waited.append(True)
+                return made
+
+            monkeypatch.setattr(withdrawal, "record_withdrawal_notices", record_then_try_a_download)
             withdrawal.withdraw(withdraw, consent_id, None)  # type: ignore[arg-type]
-            download.execute(text("SET lock_timeout = '300ms'"))
-            with pytest.raises(OperationalError):
-                releases.downloadable(download, download.get(Release, "r1"))
-            download.rollback()
-            withdraw.commit()
+            assert waited == [True]
 
             release = download.get(Release, "r1")
             assert releases.downloadable(download, release) == []
             notice = download.query(WithdrawalNotice).one()
             assert notice.sop_instance_uids == ["2.25.1"]
     finally:
+        impatient.dispose()
         engine.dispose()
