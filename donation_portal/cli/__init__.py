@@ -1,4 +1,8 @@
-"""Command-line tools: `flask --app donation_portal users|db ...`, one transaction each."""
+"""Command-line tools: `flask --app donation_portal users|db ...`.
+
+Each command is one unit of work with an explicit commit (in the command, or in the use case
+it calls); nothing is committed by the boundary.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,10 @@ import consent as consents
 import storage
 from donation_portal.adapters import migrate, services
 from donation_portal.adapters.keystore import DatabaseKeyStore
-from donation_portal.adapters.models import ROLES, StoredObject, stored_info
+from donation_portal.adapters.models import ROLES, StoredObject, UploadPart, stored_info
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
-from donation_portal.workflows import accounts
+from donation_portal.workflows import accounts, maintenance
 
 users = AppGroup("users", help="Manage accounts.")
 database = AppGroup("db", help="Apply schema migrations.")
@@ -123,23 +127,68 @@ def retire(version: int) -> None:
 
 @objects.command("verify")
 def verify() -> None:
-    """Authenticate every object and reconcile the database with the backend."""
+    """Authenticate every recorded object and reconcile the database with the backend.
+
+    Exit 1 on damage (a recorded object missing, corrupted or unreadable). Objects nothing
+    records (orphans) are reported but harmless: `storage reconcile` removes them.
+    """
     session = get_session()
     infos = [stored_info(row) for row in session.scalars(select(StoredObject))]
+    in_flight = set(session.scalars(select(UploadPart.object_id)))  # recorded, short-lived
     report = services.object_store(session).verify(infos)
+    orphans = [object_id for object_id in report.orphaned if object_id not in in_flight]
     click.echo(f"checked {report.checked} object(s)")
-    problems = {
+    damage = {
         "missing": report.missing,
-        "orphaned": report.orphaned,
         "corrupted": report.corrupted,
         "unreadable": report.unreadable,
     }
-    for kind, object_ids in problems.items():
+    for kind, object_ids in damage.items():
         for object_id in object_ids:
             click.echo(f"{kind}: {object_id}")
-    if not report.ok:
+    for object_id in orphans:
+        click.echo(f"orphaned: {object_id}")
+    if orphans:
+        click.echo(
+            f"{len(orphans)} orphaned object(s): stored but recorded nowhere, harmless; "
+            "the reconciler removes them (`flask storage reconcile`)"
+        )
+    if any(damage.values()):
+        click.echo(f"DAMAGE: {sum(len(ids) for ids in damage.values())} recorded object(s)")
         raise SystemExit(1)
-    click.echo("all objects authentic and accounted for")
+    click.echo("all recorded objects authentic")
+
+
+@objects.command("reconcile")
+@click.option(
+    "--grace",
+    type=click.IntRange(min=0),
+    help="Seconds an unrecorded object is left alone (default: the ORPHAN_GRACE setting).",
+)
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+def reconcile(grace: int | None, dry_run: bool) -> None:
+    """Remove objects nothing records (older than the grace), finish deletions that failed
+    after a commit, and remove stale partial writes. The workers run it every few minutes."""
+    session = get_session()
+    seconds = int(current_app.config["ORPHAN_GRACE"]) if grace is None else grace
+    report = maintenance.reconcile_storage(
+        session, services.object_store(session), seconds, dry_run=dry_run
+    )
+    verb = "would remove" if dry_run else "removed"
+    for object_id in report.deletions_finished:
+        click.echo(f"{verb} deleted object {object_id}")
+    for object_id in report.orphans_deleted:
+        click.echo(f"{verb} unrecorded object {object_id}")
+    for object_id in report.failed:
+        click.echo(f"could not remove {object_id} (the next run retries)")
+    click.echo(
+        f"{verb} {len(report.orphans_deleted)} unrecorded object(s) older than {seconds} s, "
+        f"{len(report.deletions_finished)} pending deletion(s), "
+        f"{report.partials_removed} partial write(s); "
+        f"{report.orphans_within_grace} unrecorded object(s) within the grace left alone"
+    )
+    if report.failed:
+        raise SystemExit(1)
 
 
 @objects.command("sweep")
@@ -152,33 +201,18 @@ def verify() -> None:
 def sweep(older_than: int | None, dry_run: bool) -> None:
     """Destroy raw-upload quarantine keys and unrecorded objects that processing left behind.
 
-    Run it from a periodic job; the age must exceed the longest upload's processing time.
+    The workers run it hourly; the age must exceed the longest upload's processing time.
     """
     session = get_session()
-    age = current_app.config["QUARANTINE_MAX_AGE"] if older_than is None else older_than
-    recorded = session.scalars(select(StoredObject.object_id)).all()
-    report = storage.sweep_quarantine(
-        services.object_store(session), recorded, age, dry_run=dry_run
+    age = int(current_app.config["QUARANTINE_MAX_AGE"]) if older_than is None else older_than
+    report = maintenance.sweep_quarantine(
+        session, services.object_store(session), age, dry_run=dry_run
     )
     verb = "would destroy" if dry_run else "destroyed"
     for scope_id in report.shredded_scopes:
         click.echo(f"{verb} quarantine key {scope_id}")
     for object_id in report.deleted_objects:
         click.echo(f"{verb} unrecorded object {object_id}")
-    if not dry_run and (report.shredded_scopes or report.deleted_objects):
-        consents.audit.record(
-            session,
-            "storage.swept",
-            actor=SYSTEM_ACTOR,
-            subject_type="storage",
-            subject_id="quarantine",
-            detail={
-                "shredded_scopes": len(report.shredded_scopes),
-                "deleted_objects": len(report.deleted_objects),
-                "older_than_seconds": age,
-            },
-        )
-    session.commit()
     click.echo(
         f"{verb} {len(report.shredded_scopes)} quarantine key(s), "
         f"{len(report.deleted_objects)} unrecorded object(s), "

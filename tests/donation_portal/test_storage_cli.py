@@ -109,6 +109,17 @@ def test_verify_names_corrupted_missing_and_orphaned_objects(app: Flask, stored:
     assert f"orphaned: {orphan_id}" in result.output
 
 
+def test_verify_tells_harmless_orphans_from_damage(app: Flask, stored: list) -> None:
+    """Unrecorded objects are the reconciler's business, not damage: exit 0."""
+    orphan_id = storage.new_object_id()
+    storage.LocalBackend(app.config["STORAGE_DIR"]).put(orphan_id, [b"left behind"])
+    result = app.test_cli_runner().invoke(args=["storage", "verify"])
+    assert result.exit_code == 0, result.output
+    assert f"orphaned: {orphan_id}" in result.output
+    assert "harmless" in result.output and "reconcile" in result.output
+    assert "DAMAGE" not in result.output
+
+
 def test_key_commands_refuse_a_key_ring_from_the_environment(app: Flask, app_config: dict) -> None:
     ring = json.loads(Path(app.config["KEY_FILE"]).read_text())
     from donation_portal import create_app
@@ -189,6 +200,36 @@ def test_sweep_leaves_what_is_younger_than_the_limit(
     db_session.expire_all()
     assert db_session.get(ScopeKey, scope) is not None
     assert _object_path(app, object_id).is_file()
+
+
+def test_sweep_keeps_the_quarantine_key_of_an_upload_still_in_progress(
+    app: Flask, db_session: Session, abandoned: tuple[str, str]
+) -> None:
+    """An upload queued through a day-long worker outage must not lose its key."""
+    import consent as consents
+    from consent.db import utcnow
+    from donation_portal.adapters.models import Donation, Upload
+    from donation_portal.workflows import accounts
+
+    scope, _ = abandoned
+    donor = accounts.create_user(db_session, "d@example.org", "correct horse battery", "donor")
+    template = consents.publish_template(db_session, consents.default_template_spec())
+    consent = consents.give_consent(
+        db_session, subject_ref=f"user:{donor.id}", template=template, modules=["research"],
+        typed_name="Ada Donor", sealer=consents.Sealer(b"k" * 32),
+    )
+    db_session.add(Donation(id="d1", donor_id=donor.id, consent_id=consent.id,
+                            submission_key="s1"))
+    db_session.flush()
+    db_session.add(Upload(id="u1", donor_id=donor.id, consent_id=consent.id, donation_id="d1",
+                          scope_id=scope, length=10, offset=10, state="queued",
+                          expires_at=utcnow()))
+    db_session.commit()
+    result = app.test_cli_runner().invoke(args=["storage", "sweep"])
+    assert result.exit_code == 0, result.output
+    assert "destroyed 0 quarantine key(s)" in result.output
+    db_session.expire_all()
+    assert db_session.get(ScopeKey, scope) is not None
 
 
 def test_a_running_app_follows_a_rotation_made_by_another_process(
