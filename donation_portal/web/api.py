@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from donation_portal.adapters import services
 from donation_portal.adapters.models import AccessRequest, User
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web.errors import problem
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
 from donation_portal.web.research_schemas import FilterSchema, RequestSchema, UseSchema
 from donation_portal.web.security import csrf
@@ -70,9 +71,14 @@ class NoticeSchema(Schema):
 
 
 class ProblemSchema(Schema):
+    type = fields.String()
+    title = fields.String()
     status = fields.Integer()
     detail = fields.String()
     errors = fields.Dict(metadata={"description": "Per-field messages of a 422"})
+    correlation_id = fields.String(
+        metadata={"description": "Server errors (5xx): quote it when reporting the problem"}
+    )
 
 
 class ApiRequestSchema(RequestSchema):
@@ -147,12 +153,7 @@ def _load(schema: Schema) -> dict[str, Any]:
 
 
 def _problem(status: int, detail: str, errors: Any = None) -> Response:
-    body: dict[str, Any] = {"status": status, "detail": detail}
-    if errors is not None:
-        body["errors"] = errors
-    response = jsonify(body)
-    response.status_code = status
-    return response
+    return problem(status, detail, errors)
 
 
 def _request_out(access: AccessRequest) -> dict[str, Any]:
@@ -281,7 +282,7 @@ def _operation(
     if schema is not None:
         body = {"type": "array", "items": schema} if many else schema
         ok["content"] = {content: {"schema": body}}
-    problem = {"content": {"application/json": {"schema": "Problem"}}}
+    problem_reply = {"content": {"application/problem+json": {"schema": "Problem"}}}
     return {
         "summary": summary,
         "security": [{"token": []}],
@@ -296,13 +297,18 @@ def _operation(
         ],
         "responses": {
             status: ok,
-            "401": {"description": "No or unknown token", **problem},
-            "403": {"description": "Not a researcher's token", **problem},
-            "404": {"description": "Not yours or not found", **problem},
-            "409": {"description": "Already done (e.g. acknowledged)", **problem},
-            "410": {"description": "Expired or withdrawn", **problem},
-            "422": {"description": "Invalid body, or no data matches", **problem},
-            "500": {"description": "A stored file failed its integrity check", **problem},
+            "401": {"description": "No or unknown token", **problem_reply},
+            "403": {"description": "Not a researcher's token", **problem_reply},
+            "404": {"description": "Not yours or not found", **problem_reply},
+            "409": {"description": "Already done (e.g. acknowledged)", **problem_reply},
+            "410": {"description": "Expired or withdrawn", **problem_reply},
+            "422": {"description": "Invalid body, or no data matches", **problem_reply},
+            "500": {"description": "A stored file failed its integrity check", **problem_reply},
+            "503": {
+                "description": "Database or storage briefly unavailable (see Retry-After)",
+                **problem_reply,
+            },
+            "507": {"description": "The portal's storage is full", **problem_reply},
         },
     }
 

@@ -1,12 +1,37 @@
-"""Error pages: a clear message and the right status, never a stack trace."""
+"""Error pages: a clear message and the right status, never a stack trace.
+
+Server-side errors (5xx) carry a random correlation ID, shown in the page (or the problem
+JSON) and written in the log line, so a donor's report finds the log entry without either
+holding anything personal. Their page is rendered without the database: no current user,
+no context processors (the database may be the very thing that failed).
+
+- the database unavailable (down, unreachable, a connection killed): 503 + ``Retry-After``
+- the storage backend full: 507; unreachable: 503 + ``Retry-After``
+- anything else unexpected: 500
+
+The API (``/api/``), the tus endpoints (``/uploads/``) and ``/healthz`` answer
+``application/problem+json`` (RFC 9457) instead of a page.
+"""
 
 from __future__ import annotations
 
-from flask import Flask, current_app, jsonify, render_template, request
+import secrets
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+import storage
 from consent import NoTemplate
+from donation_portal.adapters.request_session import DATABASE_UNAVAILABLE, committed
+
+RETRY_AFTER_SECONDS = 30
+JSON_PATHS = ("/api/", "/uploads/", "/healthz")
+NOTHING_STORED = "Nothing you sent was stored."
+SERVER_ERROR = ("Something went wrong on our side.", "Please try again later.")
+UNAVAILABLE = ("The service is briefly unavailable.", "Please try again in a minute.")
 
 MESSAGES = {
     400: "The request could not be understood.",
@@ -16,7 +41,12 @@ MESSAGES = {
     405: "This action is not allowed here.",
     413: "The upload is too large. Please send fewer or smaller files at a time.",
     429: "Too many attempts. Please wait a minute and try again.",
-    500: "Something went wrong on our side. Nothing you sent was stored. Please try again later.",
+    500: "Something went wrong on our side. Please try again later.",
+    503: "The service is briefly unavailable. Please try again in a minute.",
+    507: (
+        "Our storage is full at the moment, so what you sent could not be stored. The team "
+        "has been alerted; please try again later."
+    ),
 }
 
 
@@ -24,30 +54,158 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(NoTemplate, _no_template)
+    for kind in DATABASE_UNAVAILABLE:
+        app.register_error_handler(kind, _database_unavailable)
+    app.register_error_handler(storage.StorageFull, _storage_full)
+    app.register_error_handler(storage.StorageUnavailable, _storage_unavailable)
     app.register_error_handler(Exception, _unexpected)
 
 
-def _page(status: int, message: str) -> tuple[object, int]:
-    if request.path.startswith(("/api/", "/healthz")):
-        return jsonify({"status": status, "detail": message}), status
-    return render_template("error.html", status=status, message=message), status
+def wants_json() -> bool:
+    return request.path.startswith(JSON_PATHS) or request.path == "/uploads"
 
 
-def _csrf_error(_error: CSRFError) -> tuple[object, int]:
-    return _page(400, "This form has expired. Please go back, reload the page and try again.")
+def problem(status: int, detail: str, errors: Any = None, **extra: Any) -> Response:
+    """An ``application/problem+json`` reply (``status`` and ``detail`` as before, plus
+    ``type`` and ``title``; ``errors`` per field for a 422)."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": _phrase(status),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    response.content_type = "application/problem+json"
+    return response
 
 
-def _http_error(error: HTTPException) -> tuple[object, int]:
+def page(status: int, message: str, *, retry_after: int | None = None) -> Response:
+    """The error reply for ``status``: problem JSON or a page; a 5xx gets a correlation ID
+    and the database-free page."""
+    correlation = correlation_id() if status >= 500 else None
+    extra = {"correlation_id": correlation} if correlation else {}
+    if wants_json():
+        response = problem(status, message, **extra)
+    elif correlation:
+        response = Response(_plain_page(status, message, correlation), status, mimetype="text/html")
+    else:
+        response = Response(render_template("error.html", status=status, message=message), status)
+    if correlation:
+        response.headers["X-Correlation-ID"] = correlation
+        response.headers["Cache-Control"] = "no-store"
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def correlation_id() -> str:
+    """This request's correlation ID (made once, on the first server-side error)."""
+    if "correlation_id" not in g:
+        g.correlation_id = secrets.token_hex(8)
+    return g.correlation_id  # type: ignore[no-any-return]
+
+
+def _plain_page(status: int, message: str, correlation: str) -> str:
+    """The error page without ``render_template``: its context processors would load the
+    logged-in user from the database."""
+    template = current_app.jinja_env.get_template("error_plain.html")
+    return template.render(
+        status=status, title=_phrase(status), message=message, correlation_id=correlation
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _where() -> str:
+    """The method and route pattern (``/withdraw``, ``/api/releases/<release_id>``): never
+    the values in the URL, which can name a consent."""
+    return f"{request.method} {request.url_rule or '(no route)'}"
+
+
+def _csrf_error(_error: CSRFError) -> Response:
+    return page(400, "This form has expired. Please go back, reload the page and try again.")
+
+
+def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
-    return _page(status, MESSAGES.get(status, error.description or "Error."))
+    if status >= 500:
+        current_app.logger.error("HTTP %s on %s [correlation %s]", status, _where(),
+                                 correlation_id())
+    return page(status, MESSAGES.get(status, error.description or "Error."))
 
 
-def _no_template(_error: NoTemplate) -> tuple[object, int]:
-    return _page(503, "No consent text has been published yet. Please come back later.")
+def _no_template(_error: NoTemplate) -> Response:
+    current_app.logger.error("no consent template published [correlation %s]", correlation_id())
+    return page(503, "No consent text has been published yet. Please come back later.")
 
 
-def _unexpected(error: Exception) -> tuple[object, int]:
+def _database_unavailable(error: Exception) -> Response:
+    current_app.logger.error(
+        "database unavailable on %s [correlation %s]: %s",
+        _where(),
+        correlation_id(),
+        type(error).__name__,
+        exc_info=error,
+    )
+    return page(503, _honest(*UNAVAILABLE), retry_after=RETRY_AFTER_SECONDS)
+
+
+def _storage_full(error: storage.StorageFull) -> Response:
+    current_app.logger.critical(
+        "storage full on %s [correlation %s]: %s", _where(), correlation_id(), error
+    )
+    return page(507, MESSAGES[507])
+
+
+def _storage_unavailable(error: storage.StorageUnavailable) -> Response:
+    current_app.logger.error(
+        "storage unavailable on %s [correlation %s]: %s", _where(), correlation_id(), error
+    )
+    return page(503, _honest(*UNAVAILABLE), retry_after=RETRY_AFTER_SECONDS)
+
+
+def _unexpected(error: Exception) -> Response:
     if isinstance(error, HTTPException):
         return _http_error(error)
-    current_app.logger.exception("unhandled error on %s %s", request.method, request.url_rule)
-    return _page(500, MESSAGES[500])
+    cause = _underlying(error)
+    if cause is not None:
+        # e.g. a commit in a ``finally`` raising PendingRollbackError after the connection
+        # died: the database's unavailability is what happened, not a bug
+        if isinstance(cause, DATABASE_UNAVAILABLE):
+            return _database_unavailable(cause)  # type: ignore[arg-type]
+        if isinstance(cause, storage.StorageFull):
+            return _storage_full(cause)
+        return _storage_unavailable(cause)  # type: ignore[arg-type]
+    current_app.logger.error(
+        "unhandled error on %s [correlation %s]", _where(), correlation_id(), exc_info=error
+    )
+    return page(500, _honest(*SERVER_ERROR))
+
+
+def _underlying(error: BaseException) -> BaseException | None:
+    """The database or storage outage behind ``error`` (its cause or context chain), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, (*DATABASE_UNAVAILABLE, storage.StorageFull, storage.StorageUnavailable)
+        ):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _honest(what: str, advice: str) -> str:
+    """Say that nothing was stored only when it is true: a use case that committed before
+    the error did store what it was asked to."""
+    return " ".join([what, advice] if committed() else [what, NOTHING_STORED, advice])

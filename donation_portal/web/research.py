@@ -24,6 +24,7 @@ from werkzeug.datastructures import MultiDict
 from donation_portal.adapters import services
 from donation_portal.adapters.models import ResearcherProfile, User
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web import errors
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
 from donation_portal.web.research_schemas import ApprovalSchema, ProfileSchema, RequestSchema
 from donation_portal.web.schemas import first_errors
@@ -36,10 +37,16 @@ steward_bp = Blueprint("research_steward", __name__, url_prefix="/steward/reques
 STAFF = ("steward", "admin")
 
 
-def refused(error: releases.ResearchError) -> tuple[Any, int]:
-    if request.path.startswith("/api/"):
-        return jsonify({"status": error.status, "detail": str(error)}), error.status
-    return render_template("error.html", status=error.status, message=str(error)), error.status
+def refused(error: releases.ResearchError) -> Response:
+    """A refused research action: its message, as a page or as problem JSON for the API."""
+    if error.status >= 500:
+        current_app.logger.error(
+            "research action failed on %s %s [correlation %s]",
+            request.method,
+            request.url_rule,
+            errors.correlation_id(),
+        )
+    return errors.page(error.status, str(error))
 
 
 @researcher_bp.route("/profile", methods=["GET", "POST"])

@@ -44,7 +44,11 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
     csrf.init_app(app)
-    login_manager.init_app(app)
+    # flask-login's own context processor loads the user (a query) for every template;
+    # the proxy loads it only when a template reads it, so a page that does not (the error
+    # page shown when the database is down) never touches the database.
+    login_manager.init_app(app, add_context_processor=False)
+    app.context_processor(lambda: {"current_user": current_user})
     limiter.init_app(app)
 
 
