@@ -177,7 +177,7 @@ def upload() -> str | Response | tuple[str, int]:
         mib = f"{limit / 2**20:.0f} MiB"
         return _upload_error([f"{len(too_large)} file(s) are larger than the {mib} limit."], 413)
     try:
-        donation = uploads.submit_parts(
+        donation, _ = uploads.submit_parts(
             session,
             services.object_store(session),
             donor_id=current_user.user.id,
@@ -189,6 +189,7 @@ def upload() -> str | Response | tuple[str, int]:
             ],
             queue=services.job_queue(),
             limits=upload_limits(),
+            whole_form=True,
         )
     except uploads.SubmissionConflict:
         return _upload_error(["The form has expired. Please choose your files again."], 400)

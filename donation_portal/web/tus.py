@@ -24,6 +24,8 @@ from donation_portal.adapters.models import Upload
 from donation_portal.adapters.request_session import get_session
 from donation_portal.workflows import uploads
 from donation_portal.workflows.uploads import BodyInterrupted, UploadLimits
+from storage import new_quarantine_scope
+from storage.scope_keys import new_scope_key
 
 bp = Blueprint("tus", __name__, url_prefix="/uploads")
 VERSION = "1.0.0"
@@ -121,23 +123,60 @@ def create() -> Response:
     if active is None:
         session.commit()
         return problem(403, "Please sign the consent before donating images.")
-    upload = uploads.create_upload(
+    content_type = request.headers.get("Content-Type")
+    carries_body = bool(request.content_length) or content_type == OFFSET_TYPE
+    if carries_body and content_type != OFFSET_TYPE:
+        return problem(415, f"Content-Type must be {OFFSET_TYPE}.")
+    if carries_body and request.content_length == length:
+        upload = _create_whole(active, submission, length)
+    else:
+        upload = uploads.create_upload(
+            session,
+            services.object_store(session),
+            donor_id=current_user.user.id,
+            active=active,
+            submission_key=submission,
+            length=length,
+            limits=_limits(),
+        )
+        if carries_body:
+            upload = _append(upload.id, 0)
+    response = Response(status=201)
+    response.headers["Location"] = url_for("tus.resume", upload_id=upload.id)
+    response.headers["Upload-Expires"] = _expires(upload)
+    if carries_body:
+        response.headers["Upload-Offset"] = str(upload.offset)
+    return response
+
+
+def _create_whole(active: consent.Consent, submission: str, length: int) -> Upload:
+    """creation-with-upload carrying the whole file: received first, then recorded (and
+    queued) in one transaction, with its quarantine key made in memory meanwhile. A body
+    that breaks off leaves nothing: the client never learnt the upload's URL."""
+    session = get_session()
+    donor_id = current_user.user.id
+    uploads.check_new_file(session, donor_id, active, length, _limits())
+    store = services.object_store(session)
+    key = new_scope_key(services.keyring(), new_quarantine_scope())
+    ticket = uploads.AppendTicket("", key.scope_id, key.public_key, 0, length)
+    checksum = _checksum(request.headers.get("Upload-Checksum"))
+    info = uploads.write_part(store, ticket, _body(), checksum)
+    if info is None or info.size != length:
+        if info is not None:
+            store.delete(info.object_id)
+        raise uploads.OffsetMismatch("The file arrived incomplete. Please send it again.")
+    _, created = uploads.submit_parts(
         session,
-        services.object_store(session),
-        donor_id=current_user.user.id,
+        store,
+        donor_id=donor_id,
         active=active,
         submission_key=submission,
-        length=length,
+        parts=[(info, key.public_key, key.wrapped_private_key, key.kek_version)],
+        queue=services.job_queue(),
         limits=_limits(),
+        whole_form=False,
     )
-    location = url_for("tus.resume", upload_id=upload.id)
-    headers = {"Location": location, "Upload-Expires": _expires(upload)}
-    if request.content_length or request.headers.get("Content-Type") == OFFSET_TYPE:
-        upload = _append(upload.id, 0)
-        headers["Upload-Offset"] = str(upload.offset)
-    response = Response(status=201)
-    response.headers.update(headers)
-    return response
+    return created[0]
 
 
 @bp.route("/<upload_id>", methods=["HEAD"])

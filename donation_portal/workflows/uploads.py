@@ -130,11 +130,7 @@ def create_upload(
     limits: UploadLimits,
 ) -> Upload:
     """Open an upload of ``length`` bytes in the donation named by ``submission_key``; commits."""
-    if length <= 0:
-        raise TooLarge("The file is empty.")
-    if length > limits.max_file_bytes:
-        limit = f"{limits.max_file_bytes / 2**20:.0f} MiB"
-        raise TooLarge(f"The file is larger than the {limit} limit for one file.")
+    _check_length(length, limits)
     begin_write(session)
     _check_active(session, active.id)
     _check_limits(session, donor_id, length, limits)
@@ -155,6 +151,27 @@ def create_upload(
     session.add(upload)
     session.commit()
     return upload
+
+
+def check_new_file(
+    session: Session, donor_id: int, active: consent.Consent, length: int, limits: UploadLimits
+) -> None:
+    """Before a whole file is received: may this donor send ``length`` bytes now? Ends the
+    read transaction (the checks are repeated when the file is recorded)."""
+    try:
+        _check_length(length, limits)
+        _check_active(session, active.id)
+        _check_limits(session, donor_id, length, limits)
+    finally:
+        session.commit()
+
+
+def _check_length(length: int, limits: UploadLimits) -> None:
+    if length <= 0:
+        raise TooLarge("The file is empty.")
+    if length > limits.max_file_bytes:
+        limit = f"{limits.max_file_bytes / 2**20:.0f} MiB"
+        raise TooLarge(f"The file is larger than the {limit} limit for one file.")
 
 
 def _check_active(session: Session, consent_id: str) -> None:
@@ -402,23 +419,27 @@ def submit_parts(
     parts: Sequence[tuple[ObjectInfo, bytes, bytes, int]],
     queue: JobQueue,
     limits: UploadLimits,
-) -> Donation:
-    """The plain form: every file arrived whole, encrypted to a key made for it in memory.
+    whole_form: bool,
+) -> tuple[Donation, list[Upload]]:
+    """Files that arrived whole, each encrypted to a key made for it in memory: the plain
+    form, or a tus creation that carried the whole file. One transaction for all of them.
 
     ``parts`` holds each file's part, its quarantine key (public, wrapped private) and the
-    KEK version. Each file becomes a complete upload and is queued, in one transaction.
+    KEK version. Each file becomes a complete upload and is queued. ``whole_form``: the
+    submission is one form, so a second submission of it is ignored (the first stands).
     """
+    uploads: list[Upload] = []
     try:
         begin_write(session)
         _check_active(session, active.id)
         donation = claim_donation(session, donor_id, active, submission_key)
-        if _donation_has_files(session, donation.id):
+        if whole_form and _donation_has_files(session, donation.id):
             _delete_quietly(store, [info.object_id for info, *_ in parts])
             session.commit()
-            return donation  # the same form sent again: the first submission stands
+            return donation, uploads
         keys = DatabaseKeyStore(session)
         for info, public_key, wrapped, kek_version in parts:
-            _check_limits(session, donor_id, 0, limits)
+            _check_limits(session, donor_id, 0, limits)  # received already: not in flight
             keys.add(_wrapped(info.scope_id, public_key, wrapped, kek_version))
             upload = Upload(
                 id=secrets.token_urlsafe(16),
@@ -435,12 +456,13 @@ def submit_parts(
             session.add(upload)
             session.add(_part_row(upload.id, 0, info))
             _hand_over(session, upload, queue)
+            uploads.append(upload)
         session.commit()
     except BaseException:
         session.rollback()
         _delete_quietly(store, [info.object_id for info, *_ in parts])
         raise
-    return donation
+    return donation, uploads
 
 
 def _donation_has_files(session: Session, donation_id: str) -> bool:

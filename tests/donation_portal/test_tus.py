@@ -128,6 +128,34 @@ def test_creation_with_upload_sends_the_whole_file_in_one_request(
     assert [row.status for row in files(db_session)] == ["accepted"]
 
 
+def test_creation_with_the_first_piece_only_is_resumed_with_patch(
+    donor: Browser, db_session: Session
+) -> None:
+    tus = Tus(donor)
+    assert len(CT) > 10_000
+    created = tus.create(len(CT), body=CT[:10_000])
+    assert created.status_code == 201
+    assert created.headers["Upload-Offset"] == "10000"
+    url = created.headers["Location"]
+    assert tus.patch(url, 10_000, CT[10_000:]).status_code == 204
+    assert [row.status for row in files(db_session)] == ["accepted"]
+
+
+def test_creation_with_a_wrong_checksum_keeps_nothing(
+    app: Flask, donor: Browser, db_session: Session
+) -> None:
+    tus = Tus(donor)
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    reply = tus.create(len(MR), body=MR, **{"Upload-Checksum": f"sha256 {wrong}"})
+    assert reply.status_code == 460
+    db_session.expire_all()
+    assert db_session.scalars(select(Upload)).all() == []
+    assert stored(app) == set()
+    assert db_session.scalars(select(ScopeKey.scope_id)).all() == [
+        key for key in db_session.scalars(select(ScopeKey.scope_id)) if "quarantine" not in key
+    ]
+
+
 def test_a_wrong_offset_is_a_conflict_and_changes_nothing(
     donor: Browser, db_session: Session
 ) -> None:
