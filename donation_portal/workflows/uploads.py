@@ -163,7 +163,7 @@ def check_new_file(
         _check_active(session, active.id)
         _check_limits(session, donor_id, length, limits)
     finally:
-        session.commit()
+        _end_read(session)
 
 
 def _check_length(length: int, limits: UploadLimits) -> None:
@@ -275,8 +275,15 @@ def begin_append(session: Session, upload_id: str, donor_id: int, offset: int) -
             length=upload.length,
         )
     finally:
-        session.commit()  # nothing was written: this only ends the read before the body
+        _end_read(session)
     return ticket
+
+
+def _end_read(session: Session) -> None:
+    """End a read-only transaction before a body is received. Nothing was written, so a
+    rollback loses nothing, and unlike a commit it cannot hide the error of a failed query
+    (a dropped connection) behind its own."""
+    session.rollback()
 
 
 def _public_key(session: Session, upload: Upload) -> bytes:
