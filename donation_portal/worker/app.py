@@ -15,6 +15,7 @@ from donation_portal.adapters import services
 from donation_portal.adapters.request_session import get_session
 from donation_portal.adapters.services import MAINTENANCE_QUEUE
 from donation_portal.worker import tasks
+from donation_portal.workflows import maintenance
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def _first_heartbeat(celery: Celery, flask_app: Flask) -> Any:
     def beat(sender: Any = None, **_: Any) -> None:
         if getattr(sender, "app", None) is not celery:
             return
-        from donation_portal.workflows import maintenance
-
         with flask_app.app_context():
             try:
                 maintenance.record_heartbeat(get_session(), sender.hostname)

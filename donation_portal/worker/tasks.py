@@ -17,6 +17,7 @@ from flask import current_app
 from donation_portal.adapters import services
 from donation_portal.adapters.jobs import INGEST_TASK, CeleryQueue
 from donation_portal.adapters.request_session import get_session
+from donation_portal.workflows import ingest, maintenance, uploads
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ def register(celery: Celery) -> None:
     @celery.task(name=INGEST_TASK, bind=True, shared=False)
     def ingest_upload(self: Task, upload_id: str) -> str:
         """De-identify and store one upload; ``final_attempt`` on the last try."""
-        from donation_portal.workflows import ingest
-
         config = current_app.config
         attempts = int(config["JOB_MAX_ATTEMPTS"])
         retries = self.request.retries or 0
@@ -64,16 +63,12 @@ def register(celery: Celery) -> None:
     @celery.task(name="portal.expire_uploads", shared=False)
     def expire_uploads() -> int:
         """Destroy unfinished uploads past UPLOAD_EXPIRY (tus expiration)."""
-        from donation_portal.workflows import uploads
-
         session = get_session()
         return uploads.expire_uploads(session, services.object_store(session))
 
     @celery.task(name="portal.requeue_stalled", bind=True, shared=False)
     def requeue_stalled(self: Task) -> int:
         """Send again the ingest jobs of uploads queued or processing for too long."""
-        from donation_portal.workflows import ingest
-
         return ingest.requeue_stalled(
             get_session(), CeleryQueue(self.app), int(current_app.config["JOB_STALLED_AFTER"])
         )
@@ -81,8 +76,6 @@ def register(celery: Celery) -> None:
     @celery.task(name="portal.reconcile", shared=False)
     def reconcile() -> None:
         """Remove objects no row records, once older than ORPHAN_GRACE."""
-        from donation_portal.workflows import maintenance
-
         session = get_session()
         report = maintenance.reconcile_storage(
             session, services.object_store(session), int(current_app.config["ORPHAN_GRACE"])
@@ -92,8 +85,6 @@ def register(celery: Celery) -> None:
     @celery.task(name="portal.sweep", shared=False)
     def sweep() -> None:
         """Crypto-shred raw-upload quarantine left behind, older than QUARANTINE_MAX_AGE."""
-        from donation_portal.workflows import maintenance
-
         session = get_session()
         report = maintenance.sweep_quarantine(
             session,
@@ -110,6 +101,4 @@ def register(celery: Celery) -> None:
     @celery.task(name="portal.heartbeat", bind=True, shared=False)
     def heartbeat(self: Task) -> None:
         """Record that this worker is alive; /healthz reads the latest heartbeat."""
-        from donation_portal.workflows import maintenance
-
         maintenance.record_heartbeat(get_session(), self.request.hostname or socket.gethostname())
