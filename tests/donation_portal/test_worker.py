@@ -393,7 +393,7 @@ def _forget_redis_queue(queue: str) -> None:
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
-        client.delete(queue, f"_kombu.binding.{queue}")
+        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
     finally:
         client.close()
 
