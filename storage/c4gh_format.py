@@ -186,17 +186,25 @@ def ciphertext_length(plaintext_size: int) -> int:
 
 
 class SegmentSealer:
-    """Encrypts plaintext segments with one session key."""
+    """Encrypts plaintext segments with one session key.
+
+    ``ChaCha20Poly1305.encrypt`` releases the GIL while it works (its
+    ``encrypt_into`` does not), so hashing and writing in other threads run
+    beside it: the sealers below use ``encrypt`` and hand out the nonce and the
+    ciphertext as two pieces rather than copying them into one buffer.
+    """
 
     def __init__(self, session_key: bytes) -> None:
         self._aead = ChaCha20Poly1305(session_key)
 
-    def seal(self, segment: bytes | memoryview) -> bytearray:
-        out = bytearray(NONCE_SIZE + len(segment) + TAG_SIZE)
+    def seal_parts(self, segment: bytes | memoryview) -> tuple[bytes, bytes]:
+        """The sealed segment as (nonce, ciphertext with tag): stored one after the other."""
         nonce = os.urandom(NONCE_SIZE)
-        out[:NONCE_SIZE] = nonce
-        self._aead.encrypt_into(nonce, segment, None, memoryview(out)[NONCE_SIZE:])
-        return out
+        return nonce, self._aead.encrypt(nonce, segment, None)
+
+    def seal(self, segment: bytes | memoryview) -> bytes:
+        nonce, sealed = self.seal_parts(segment)
+        return nonce + sealed
 
 
 class SegmentOpener:

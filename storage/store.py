@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
+import queue
+import sys
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 
 _COPY_CHUNK = 1 << 20
 _LANE_THRESHOLD = 4 << 20
+_LANE_DEPTH = 4
+_BATCH_SEGMENTS = 16  # 1 MiB of plaintext per hand-off to the lanes
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,17 @@ class ObjectWriter:
     """Encrypts bytes as they are written, straight into a backend temporary object.
 
     ``commit()`` makes the object visible and returns its :class:`ObjectInfo`;
-    ``abort()`` (or an exception inside ``with``) leaves nothing behind.  A
-    ``with`` block left normally commits.  Past ``_LANE_THRESHOLD`` bytes the
-    two SHA-256 digests and the backend writes move to two background lanes,
-    overlapping with encryption (see :mod:`storage.lane`).
+    ``abort()`` (or an exception inside ``with``) leaves nothing behind, and so
+    does a failing ``write()`` or ``commit()`` (a full disk raises StorageFull):
+    the writer aborts itself before raising.  A ``with`` block left normally
+    commits.
+
+    Each segment is sealed once and its bytes reach the backend once.  Past
+    ``_LANE_THRESHOLD`` bytes the work is split over three threads: the
+    caller's encrypts, one lane hashes the plaintext and another hashes the
+    sealed bytes and hands them to the backend, all three outside the GIL most
+    of the time (see :mod:`storage.lane`).  Work goes to the lanes in batches
+    of ``_BATCH_SEGMENTS`` segments: few thread hand-offs, small queues.
     """
 
     def __init__(self, backend: Backend, scope_id: str, public_key: bytes) -> None:
@@ -76,39 +89,103 @@ class ObjectWriter:
         self._plain_hash = hashlib.sha256()
         self._stored_hash = hashlib.sha256()
         self._size = 0
-        self._stored_size = 0
+        self._stored_size = len(header)
         self._lanes: tuple[Lane, Lane] | None = None
         self._out: BackendWriter | None = backend.create(self.object_id)
-        self._store_chunks([header])
-        self._stored_size += len(header)
+        try:
+            self._store([header])
+        except BaseException:
+            self.abort()
+            raise
 
     @property
     def bytes_written(self) -> int:
         return self._size
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt and store the bytes; the caller may reuse its buffer once this returns."""
+        return self._write(data, isinstance(data, bytes), None)
+
+    def write_from(self, stream: BinaryIO) -> int:
+        """Copy a readable stream in until its end; returns the number of bytes.
+
+        An ``io.BytesIO`` is encrypted where its bytes lie, without a copy (on
+        CPython).  Other streams are read into a few reusable buffers
+        (``readinto``), which the plaintext hashing lane hands back when done,
+        rather than into a fresh 1 MiB ``bytes`` per read: on long objects that
+        allocation churn costs about as much as a cipher pass.  The lanes'
+        bounded queues bound how many buffers are in use.
+        """
+        if isinstance(stream, io.BytesIO) and sys.implementation.name == "cpython":
+            return self._write_in_place(stream)
+        readinto = getattr(stream, "readinto", None)
+        total = 0
+        if readinto is None:
+            while chunk := stream.read(_COPY_CHUNK):
+                total += self.write(chunk)
+            return total
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        while True:
+            try:
+                buffer = free.get_nowait()
+            except queue.Empty:
+                buffer = bytearray(_COPY_CHUNK)
+            count = readinto(buffer)
+            if not count:
+                return total
+            total += self._write(memoryview(buffer)[:count], True, partial(free.put, buffer))
+
+    def _write_in_place(self, stream: io.BytesIO) -> int:
+        """CPython's ``BytesIO.getvalue()`` hands out the buffer itself as ``bytes``
+        (copy-on-write, so it cannot change under the lanes): nothing is copied."""
+        start = stream.tell()
+        data = memoryview(stream.getvalue())[start:]
+        for offset in range(0, len(data), _COPY_CHUNK):
+            self._write(data[offset : offset + _COPY_CHUNK], True, None)
+        stream.seek(start + len(data))
+        return len(data)
+
+    def _write(
+        self,
+        data: bytes | bytearray | memoryview,
+        stable: bool,
+        release: Callable[[], None] | None,
+    ) -> int:
+        """``stable``: the data stays unchanged until ``release`` is called (or,
+        without one, until the lanes are done), so they may read it in place."""
         if self._out is None:
             raise StorageError("write to a committed or aborted object", self.object_id)
         view = memoryview(data).cast("B")
         count = len(view)
-        self._size += count
-        segments: list[bytes | bytearray | memoryview] = []
-        if self._buffer:
-            take = fmt.SEGMENT_SIZE - len(self._buffer)
-            self._buffer += view[:take]
-            view = view[take:]
-            if len(self._buffer) == fmt.SEGMENT_SIZE:
-                segments.append(self._buffer)
-                self._buffer = bytearray()
-        immutable = isinstance(data, bytes)
-        while len(view) >= fmt.SEGMENT_SIZE:
-            segment_view = view[: fmt.SEGMENT_SIZE]
-            segments.append(segment_view if immutable else bytes(segment_view))
-            view = view[fmt.SEGMENT_SIZE :]
-        if len(view):
-            self._buffer += view
-        if segments:
-            self._seal(segments)
+        try:
+            self._size += count
+            segments: list[bytes | bytearray | memoryview] = []
+            if self._buffer:
+                take = fmt.SEGMENT_SIZE - len(self._buffer)
+                self._buffer += view[:take]
+                view = view[take:]
+                if len(self._buffer) == fmt.SEGMENT_SIZE:
+                    segments.append(self._buffer)  # no longer ours to change
+                    self._buffer = bytearray()
+            while len(view) >= fmt.SEGMENT_SIZE:
+                segment_view = view[: fmt.SEGMENT_SIZE]
+                segments.append(segment_view if stable else bytes(segment_view))
+                view = view[fmt.SEGMENT_SIZE :]
+                if len(segments) == _BATCH_SEGMENTS and len(view):
+                    self._seal(segments, None)
+                    segments = []
+            if len(view):
+                self._buffer += view
+            if segments:
+                self._seal(segments, release)
+            elif release is not None:
+                if self._lanes is None:
+                    release()
+                else:
+                    self._lanes[0].submit(release)
+        except BaseException:
+            self.abort()
+            raise
         return count
 
     def commit(self) -> ObjectInfo:
@@ -117,7 +194,7 @@ class ObjectWriter:
         try:
             if self._buffer:
                 segment, self._buffer = self._buffer, bytearray()
-                self._seal([segment])
+                self._seal([segment], None)
             if self._lanes is not None:
                 for lane in self._lanes:
                     lane.finish()
@@ -142,7 +219,7 @@ class ObjectWriter:
         self._buffer = bytearray()
         if self._lanes is not None:
             for lane in self._lanes:
-                lane.stop()
+                lane.cancel()  # waits for a running call: the backend writer is free after
         if self._out is not None:
             out, self._out = self._out, None
             out.abort()
@@ -161,34 +238,50 @@ class ObjectWriter:
         elif self._out is not None:
             self.commit()
 
-    def _seal(self, segments: list[bytes | bytearray | memoryview]) -> None:
-        """Encrypt whole segments, which must not change afterwards (lanes read them).
-
-        Work goes to the lanes one batch per ``write()`` call, not per segment:
-        fewer thread hand-offs."""
-        sealed = [self._sealer.seal(segment) for segment in segments]
-        self._stored_size += sum(len(s) for s in sealed)
+    def _seal(
+        self,
+        segments: list[bytes | bytearray | memoryview],
+        release: Callable[[], None] | None,
+    ) -> None:
+        """Encrypt whole segments, which must not change until ``release`` (lanes
+        read them); ``release`` runs once they are hashed, after earlier batches."""
+        sealed: list[bytes] = []
+        for segment in segments:
+            sealed.extend(self._sealer.seal_parts(segment))
+        self._stored_size += sum(len(part) for part in sealed)
         if self._lanes is None and self._size > _LANE_THRESHOLD:
-            self._lanes = (Lane(depth=4), Lane(depth=4))
+            self._lanes = (Lane(depth=_LANE_DEPTH), Lane(depth=_LANE_DEPTH))
             for lane in self._lanes:
                 weakref.finalize(self, lane.stop)  # an abandoned writer ends its threads
         if self._lanes is None:
-            _hash_all(self._plain_hash, segments)
-            self._store_chunks(sealed)
+            _hash_all(self._plain_hash, segments, release)
+            self._store(sealed)
         else:
-            self._lanes[0].submit(_hash_all, self._plain_hash, segments)
-            self._lanes[1].submit(self._store_chunks, sealed)
+            self._lanes[0].submit(_hash_all, self._plain_hash, segments, release)
+            self._lanes[1].submit(self._store, sealed)
 
-    def _store_chunks(self, chunks: list[bytes | bytearray]) -> None:
-        assert self._out is not None
-        for chunk in chunks:
-            self._stored_hash.update(chunk)
-            self._out.write(chunk)
+    def _store(self, chunks: list[bytes]) -> None:
+        """Hash and write the sealed bytes, in order (in the second lane once it exists)."""
+        out = self._out
+        assert out is not None
+        _hash_all(self._stored_hash, chunks, None)
+        writelines = getattr(out, "writelines", None)
+        if writelines is not None:
+            writelines(chunks)
+        else:
+            for chunk in chunks:
+                out.write(chunk)
 
 
-def _hash_all(digest: Any, pieces: list[bytes | bytearray | memoryview]) -> None:
+def _hash_all(
+    digest: Any,
+    pieces: list[bytes | bytearray | memoryview],
+    release: Callable[[], None] | None = None,
+) -> None:
     for piece in pieces:
         digest.update(piece)
+    if release is not None:
+        release()
 
 
 class ObjectStore:
@@ -245,8 +338,7 @@ class ObjectStore:
 
     def put(self, scope_id: str, stream: BinaryIO) -> ObjectInfo:
         with self.writer(scope_id) as writer:
-            while chunk := stream.read(_COPY_CHUNK):
-                writer.write(chunk)
+            writer.write_from(stream)
             return writer.commit()
 
     def put_encrypted(self, scope_id: str, stream: BinaryIO) -> ObjectInfo:
