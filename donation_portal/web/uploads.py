@@ -18,7 +18,15 @@ from typing import IO
 from flask import Request, g
 
 from donation_portal.adapters import services
-from storage import ObjectInfo, ObjectWriter, StorageError, new_quarantine_scope
+from storage import (
+    EncryptedSpool,
+    MemoryKeyStore,
+    ObjectInfo,
+    ObjectStore,
+    ObjectWriter,
+    StorageError,
+    new_quarantine_scope,
+)
 from storage.scope_keys import new_scope_key
 
 
@@ -90,7 +98,18 @@ class QuarantineSpool(io.RawIOBase):
         return Spooled(info, key.public_key, key.wrapped_private_key, key.kek_version)
 
 
+DONATION_FORM = "donor.upload"
+
+
 class EncryptingRequest(Request):
+    """Every uploaded file is encrypted as it arrives, never spooled to disk in plaintext.
+
+    The donation form's files are handed to the ingest pipeline (:class:`QuarantineSpool`).
+    Other forms (a receipt to verify, an ethics document) read their file back in the view:
+    they get a spool encrypted to a key that lives only in this request's memory, deleted at
+    teardown like the rest.
+    """
+
     def _get_file_stream(
         self,
         total_content_length: int | None,
@@ -98,9 +117,21 @@ class EncryptingRequest(Request):
         filename: str | None = None,
         content_length: int | None = None,
     ) -> IO[bytes]:
-        spool = QuarantineSpool()
-        g.setdefault("quarantine_spools", []).append(spool)
+        spool: QuarantineSpool | EncryptedSpool
+        if self.endpoint == DONATION_FORM:
+            spool = QuarantineSpool()
+            g.setdefault("quarantine_spools", []).append(spool)
+        else:
+            spool = _readable_spool()
+            g.setdefault("readable_spools", []).append(spool)
         return spool  # type: ignore[return-value]
+
+
+def _readable_spool() -> EncryptedSpool:
+    store = ObjectStore(services.backend(), services.keyring(), MemoryKeyStore())
+    scope = new_quarantine_scope()
+    store.ensure_scope(scope)
+    return store.spool(scope)
 
 
 def take_spooled() -> list[Spooled]:
@@ -111,7 +142,10 @@ def take_spooled() -> list[Spooled]:
 
 def discard_unclaimed(_exc: BaseException | None) -> None:
     """At teardown: delete the objects of files nobody recorded (an error or a refusal)."""
-    spools: list[QuarantineSpool] = g.pop("quarantine_spools", [])
+    spools: list[QuarantineSpool | EncryptedSpool] = [
+        *g.pop("quarantine_spools", []),
+        *g.pop("readable_spools", []),
+    ]
     for spool in spools:
         info = spool.info
         spool.close()

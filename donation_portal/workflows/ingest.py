@@ -264,7 +264,7 @@ def _store_outcome(
         row.fingerprint = fingerprint
     consent.audit.record(
         session,
-        "donation.file_processed",
+        "donation.uploaded",
         actor="system:ingest",
         subject_type="donation",
         subject_id=upload.donation_id,

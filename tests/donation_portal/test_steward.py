@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 from flask import Flask
+from pydicom import dcmread
+from pydicom.uid import generate_uid
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -19,6 +22,15 @@ from .phi import real_file
 
 CT = real_file("CT_small.dcm").content
 SCREEN_CAPTURE = real_file("SC_rgb_small_odd.dcm").content  # quarantined by the engine
+
+
+def another_instance(content: bytes) -> bytes:
+    """The same kind of image as a different instance (a donor's image is kept once)."""
+    dataset = dcmread(io.BytesIO(content))
+    dataset.SOPInstanceUID = generate_uid()
+    out = io.BytesIO()
+    dataset.save_as(out)
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -59,7 +71,7 @@ def test_a_steward_approves_or_rejects_donations_with_who_and_when(
 def test_quarantined_files_stay_out_until_cleared_or_are_deleted_when_refused(
     app: Flask, donor: Browser, steward: Browser, db_session: Session
 ) -> None:
-    donor.upload([SCREEN_CAPTURE, SCREEN_CAPTURE])
+    donor.upload([SCREEN_CAPTURE, another_instance(SCREEN_CAPTURE)])
     files = db_session.scalars(select(DonatedFile).order_by(DonatedFile.position)).all()
     assert [f.status for f in files] == ["needs_review", "needs_review"]
     page = steward.get("/steward/donations")
