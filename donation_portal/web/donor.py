@@ -36,7 +36,7 @@ from donation_portal.web.schemas import (
 )
 from donation_portal.web.security import role_required
 from donation_portal.web.uploads import take_spooled
-from donation_portal.workflows import uploads, withdrawal
+from donation_portal.workflows import uploads, whole_files, withdrawal
 
 bp = Blueprint("donor", __name__)
 STATUS_LABELS = {
@@ -177,7 +177,7 @@ def upload() -> str | Response | tuple[str, int]:
         mib = f"{limit / 2**20:.0f} MiB"
         return _upload_error([f"{len(too_large)} file(s) are larger than the {mib} limit."], 413)
     try:
-        donation, _ = uploads.submit_parts(
+        donation, _ = whole_files.submit_parts(
             session,
             services.object_store(session),
             donor_id=current_user.user.id,

@@ -22,7 +22,7 @@ from consent.canonical import as_utc
 from donation_portal.adapters import services
 from donation_portal.adapters.models import Upload
 from donation_portal.adapters.request_session import get_session
-from donation_portal.workflows import uploads
+from donation_portal.workflows import resumable_uploads, uploads, whole_files
 from donation_portal.workflows.uploads import BodyInterrupted, UploadLimits
 from storage import new_quarantine_scope
 from storage.scope_keys import new_scope_key
@@ -130,7 +130,7 @@ def create() -> Response:
     if carries_body and request.content_length == length:
         upload = _create_whole(active, submission, length)
     else:
-        upload = uploads.create_upload(
+        upload = resumable_uploads.create_upload(
             session,
             services.object_store(session),
             donor_id=current_user.user.id,
@@ -158,14 +158,14 @@ def _create_whole(active: consent.Consent, submission: str, length: int) -> Uplo
     uploads.check_new_file(session, donor_id, active, length, _limits())
     store = services.object_store(session)
     key = new_scope_key(services.keyring(), new_quarantine_scope())
-    ticket = uploads.AppendTicket("", key.scope_id, key.public_key, 0, length)
+    ticket = resumable_uploads.AppendTicket("", key.scope_id, key.public_key, 0, length)
     checksum = _checksum(request.headers.get("Upload-Checksum"))
-    info = uploads.write_part(store, ticket, _body(), checksum)
+    info = resumable_uploads.write_part(store, ticket, _body(), checksum)
     if info is None or info.size != length:
         if info is not None:
             store.delete(info.object_id)
         raise uploads.OffsetMismatch("The file arrived incomplete. Please send it again.")
-    _, created = uploads.submit_parts(
+    _, created = whole_files.submit_parts(
         session,
         store,
         donor_id=donor_id,
@@ -209,22 +209,23 @@ def append(upload_id: str) -> Response:
 @bp.delete("/<upload_id>")
 def terminate(upload_id: str) -> Response:
     session = get_session()
-    uploads.terminate(session, services.object_store(session), upload_id, current_user.user.id)
+    store = services.object_store(session)
+    resumable_uploads.terminate(session, store, upload_id, current_user.user.id)
     return Response(status=204)
 
 
 def _append(upload_id: str, offset: int) -> Upload:
     checksum = _checksum(request.headers.get("Upload-Checksum"))
     session = get_session()
-    ticket = uploads.begin_append(session, upload_id, current_user.user.id, offset)
+    ticket = resumable_uploads.begin_append(session, upload_id, current_user.user.id, offset)
     declared = request.content_length
     if declared is not None and declared > ticket.length - ticket.offset:
         raise uploads.TooLarge("The request sends more bytes than the upload declared.")
     store = services.object_store(session)
-    info = uploads.write_part(store, ticket, _body(), checksum)
+    info = resumable_uploads.write_part(store, ticket, _body(), checksum)
     if info is None:
         return uploads.find_upload(session, upload_id, current_user.user.id)
-    return uploads.record_part(session, store, ticket, info, services.job_queue())
+    return resumable_uploads.record_part(session, store, ticket, info, services.job_queue())
 
 
 def _body() -> Iterator[bytes]:

@@ -1,24 +1,20 @@
-"""Receiving files: tus 1.0 resumable uploads and the plain form, as use cases without HTTP.
+"""Receiving files: what tus uploads and the plain form share, and how uploads end.
 
 Bytes are encrypted as they arrive, to a quarantine key scope of the upload's own, and kept as
 *parts*: one object per request body (or per piece that arrived before a connection broke).
-The upload's offset only moves once a part is committed to storage and recorded, so the
-offset a client is told is always one the server can resume from, even after a crash.
+Use cases: ``resumable_uploads`` (tus), ``whole_files`` (the form, and a tus creation that
+carries the whole file); here the checks, the donation a batch belongs to, the hand-over to
+the ingest job, and the ends of an upload (terminated, expired, cancelled by a withdrawal).
 
-No transaction is open while a body is received: :func:`begin_append` checks and ends its
-read, the body goes to storage, then :func:`record_part` writes in one short transaction.
-That keeps SQLite correct with many donors at once (writers queue for a moment, never for an
-upload's duration). Lock order, shared with withdrawal and the ingest job: the consent row,
-then the upload row.
+Lock order, shared with withdrawal and the ingest job: the consent row, then the upload row.
 """
+
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,10 +46,7 @@ from donation_portal.adapters.models import (
 from storage import (
     ObjectInfo,
     ObjectStore,
-    ObjectWriter,
     StorageError,
-    WrappedKey,
-    new_quarantine_scope,
 )
 
 log = logging.getLogger(__name__)
@@ -108,65 +101,26 @@ class BodyInterrupted(Exception):
     """The web layer's signal that the client went away mid-body."""
 
 
-@dataclass(frozen=True)
-class AppendTicket:
-    """What appending a body needs, read before the body is received (no transaction open)."""
-
-    upload_id: str
-    scope_id: str
-    public_key: bytes
-    offset: int
-    length: int
-
-
-def create_upload(
-    session: Session,
-    store: ObjectStore,
-    *,
-    donor_id: int,
-    active: consent.Consent,
-    submission_key: str,
-    length: int,
-    limits: UploadLimits,
-) -> Upload:
-    """Open an upload of ``length`` bytes in the donation named by ``submission_key``; commits."""
-    _check_length(length, limits)
-    begin_write(session)
-    _check_active(session, active.id)
-    _check_limits(session, donor_id, length, limits)
-    donation = claim_donation(session, donor_id, active, submission_key)
-    upload = Upload(
-        id=secrets.token_urlsafe(16),
-        donor_id=donor_id,
-        consent_id=active.id,
-        donation_id=donation.id,
-        scope_id=new_quarantine_scope(),
-        length=length,
-        offset=0,
-        state=UPLOAD_RECEIVING,
-        attempts=0,
-        expires_at=utcnow() + timedelta(seconds=limits.expiry_seconds),
-    )
-    store.ensure_scope(upload.scope_id)
-    session.add(upload)
-    session.commit()
-    return upload
-
-
 def check_new_file(
     session: Session, donor_id: int, active: consent.Consent, length: int, limits: UploadLimits
 ) -> None:
     """Before a whole file is received: may this donor send ``length`` bytes now? Ends the
     read transaction (the checks are repeated when the file is recorded)."""
     try:
-        _check_length(length, limits)
-        _check_active(session, active.id)
-        _check_limits(session, donor_id, length, limits)
+        check_length(length, limits)
+        check_active(session, active.id)
+        check_limits(session, donor_id, length, limits)
     finally:
-        _end_read(session)
+        end_read(session)
+
+def end_read(session: Session) -> None:
+    """End a read-only transaction before a body is received. Nothing was written, so a
+    rollback loses nothing, and unlike a commit it cannot hide the error of a failed query
+    (a dropped connection) behind its own."""
+    session.rollback()
 
 
-def _check_length(length: int, limits: UploadLimits) -> None:
+def check_length(length: int, limits: UploadLimits) -> None:
     if length <= 0:
         raise TooLarge("The file is empty.")
     if length > limits.max_file_bytes:
@@ -174,12 +128,12 @@ def _check_length(length: int, limits: UploadLimits) -> None:
         raise TooLarge(f"The file is larger than the {limit} limit for one file.")
 
 
-def _check_active(session: Session, consent_id: str) -> None:
+def check_active(session: Session, consent_id: str) -> None:
     if consent.state(session, consent_id) != consent.ACTIVE:
         raise UploadGone("Your consent is no longer active, so no files can be donated.")
 
 
-def _check_limits(session: Session, donor_id: int, length: int, limits: UploadLimits) -> None:
+def check_limits(session: Session, donor_id: int, length: int, limits: UploadLimits) -> None:
     in_flight = session.scalar(
         select(func.coalesce(func.sum(Upload.length - Upload.offset), 0)).where(
             Upload.donor_id == donor_id, Upload.state == UPLOAD_RECEIVING
@@ -244,127 +198,19 @@ def find_upload(session: Session, upload_id: str, donor_id: int) -> Upload:
 def check_open(upload: Upload) -> None:
     """Refuse an upload that can take no more bytes because it is over (not merely complete)."""
     if upload.state in (UPLOAD_TERMINATED, UPLOAD_EXPIRED, UPLOAD_CANCELLED):
-        raise UploadGone(_GONE[upload.state])
+        raise UploadGone(GONE[upload.state])
     if upload.state == UPLOAD_RECEIVING and as_utc(upload.expires_at) <= utcnow():
-        raise UploadGone(_GONE[UPLOAD_EXPIRED])
+        raise UploadGone(GONE[UPLOAD_EXPIRED])
 
 
-_GONE = {
+GONE = {
     UPLOAD_TERMINATED: "This upload was cancelled.",
     UPLOAD_EXPIRED: "This upload was not finished in time. Please send the file again.",
     UPLOAD_CANCELLED: "Your consent was withdrawn, so this file is not being donated.",
 }
 
 
-def begin_append(session: Session, upload_id: str, donor_id: int, offset: int) -> AppendTicket:
-    """Check a PATCH before its body is read; ends the read transaction."""
-    try:
-        upload = find_upload(session, upload_id, donor_id)
-        check_open(upload)
-        if offset != upload.offset:
-            raise OffsetMismatch(
-                f"The upload is at byte {upload.offset}, not {offset}. Please resume from there."
-            )
-        if upload.state == UPLOAD_RECEIVING:
-            _check_active(session, upload.consent_id)
-        ticket = AppendTicket(
-            upload_id=upload.id,
-            scope_id=upload.scope_id,
-            public_key=b"" if upload.state != UPLOAD_RECEIVING else _public_key(session, upload),
-            offset=upload.offset,
-            length=upload.length,
-        )
-    finally:
-        _end_read(session)
-    return ticket
-
-
-def _end_read(session: Session) -> None:
-    """End a read-only transaction before a body is received. Nothing was written, so a
-    rollback loses nothing, and unlike a commit it cannot hide the error of a failed query
-    (a dropped connection) behind its own."""
-    session.rollback()
-
-
-def _public_key(session: Session, upload: Upload) -> bytes:
-    key = DatabaseKeyStore(session).get(upload.scope_id)
-    if key is None:
-        raise UploadGone(_GONE[UPLOAD_EXPIRED])
-    return key.public_key
-
-
-def write_part(
-    store: ObjectStore,
-    ticket: AppendTicket,
-    chunks: Iterable[bytes],
-    checksum: tuple[str, bytes] | None = None,
-) -> ObjectInfo | None:
-    """Encrypt a body into a new part object; None when no byte arrived.
-
-    A body longer than the upload's remaining length is refused whole. When the client goes
-    away mid-body, what arrived is kept (and the offset moves) unless a checksum was sent,
-    which cannot be checked on a partial body.
-    """
-    remaining = ticket.length - ticket.offset
-    digest = hashlib.new(checksum[0]) if checksum else None
-    writer = ObjectWriter(store.backend, ticket.scope_id, ticket.public_key)
-    received = 0
-    try:
-        try:
-            for chunk in chunks:
-                received += len(chunk)
-                if received > remaining:
-                    raise TooLarge("The request sends more bytes than the upload declared.")
-                if digest is not None:
-                    digest.update(chunk)
-                writer.write(chunk)
-        except BodyInterrupted:
-            if checksum is not None or received == 0:
-                raise
-        if received == 0:
-            writer.abort()
-            return None
-        if (
-            checksum is not None
-            and digest is not None
-            and not hmac.compare_digest(digest.digest(), checksum[1])
-        ):
-            raise ChecksumMismatch("The data does not match its checksum; please resend it.")
-        return writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
-
-
-def record_part(
-    session: Session,
-    store: ObjectStore,
-    ticket: AppendTicket,
-    info: ObjectInfo,
-    queue: JobQueue,
-) -> Upload:
-    """Record a committed part and move the offset; a finished upload goes to the queue."""
-    try:
-        begin_write(session)
-        upload = _locked(session, ticket.upload_id)
-        _check_active(session, upload.consent_id)
-        check_open(upload)
-        if upload.state != UPLOAD_RECEIVING or upload.offset != ticket.offset:
-            raise OffsetMismatch("Another request sent this part already. Please resume.")
-        session.add(_part_row(upload.id, ticket.offset, info))
-        upload.offset += info.size
-        upload.updated_at = utcnow()
-        if upload.offset == upload.length:
-            _hand_over(session, upload, queue)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        _delete_quietly(store, [info.object_id])
-        raise
-    return upload
-
-
-def _locked(session: Session, upload_id: str) -> Upload:
+def lock_upload(session: Session, upload_id: str) -> Upload:
     """Lock the consent row, then the upload row (the documented lock order)."""
     consent_id = session.scalar(select(Upload.consent_id).where(Upload.id == upload_id))
     session.execute(
@@ -378,7 +224,7 @@ def _locked(session: Session, upload_id: str) -> Upload:
     return upload
 
 
-def _part_row(upload_id: str, offset: int, info: ObjectInfo) -> UploadPart:
+def part_row(upload_id: str, offset: int, info: ObjectInfo) -> UploadPart:
     return UploadPart(
         upload_id=upload_id,
         offset=offset,
@@ -391,7 +237,7 @@ def _part_row(upload_id: str, offset: int, info: ObjectInfo) -> UploadPart:
     )
 
 
-def _hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
+def hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
     """The upload is complete: the donor sees a waiting file, and a job is queued."""
     session.execute(
         select(Donation.id).where(Donation.id == upload.donation_id).with_for_update()
@@ -416,90 +262,6 @@ def _hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
     ingest_after_commit(session, queue, [upload.id])
 
 
-def submit_parts(
-    session: Session,
-    store: ObjectStore,
-    *,
-    donor_id: int,
-    active: consent.Consent,
-    submission_key: str,
-    parts: Sequence[tuple[ObjectInfo, bytes, bytes, int]],
-    queue: JobQueue,
-    limits: UploadLimits,
-    whole_form: bool,
-) -> tuple[Donation, list[Upload]]:
-    """Files that arrived whole, each encrypted to a key made for it in memory: the plain
-    form, or a tus creation that carried the whole file. One transaction for all of them.
-
-    ``parts`` holds each file's part, its quarantine key (public, wrapped private) and the
-    KEK version. Each file becomes a complete upload and is queued. ``whole_form``: the
-    submission is one form, so a second submission of it is ignored (the first stands).
-    """
-    uploads: list[Upload] = []
-    try:
-        begin_write(session)
-        _check_active(session, active.id)
-        donation = claim_donation(session, donor_id, active, submission_key)
-        if whole_form and _donation_has_files(session, donation.id):
-            _delete_quietly(store, [info.object_id for info, *_ in parts])
-            session.commit()
-            return donation, uploads
-        keys = DatabaseKeyStore(session)
-        for info, public_key, wrapped, kek_version in parts:
-            _check_limits(session, donor_id, 0, limits)  # received already: not in flight
-            keys.add(_wrapped(info.scope_id, public_key, wrapped, kek_version))
-            upload = Upload(
-                id=secrets.token_urlsafe(16),
-                donor_id=donor_id,
-                consent_id=active.id,
-                donation_id=donation.id,
-                scope_id=info.scope_id,
-                length=info.size,
-                offset=info.size,
-                state=UPLOAD_RECEIVING,
-                attempts=0,
-                expires_at=utcnow() + timedelta(seconds=limits.expiry_seconds),
-            )
-            session.add(upload)
-            session.add(_part_row(upload.id, 0, info))
-            _hand_over(session, upload, queue)
-            uploads.append(upload)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        _delete_quietly(store, [info.object_id for info, *_ in parts])
-        raise
-    return donation, uploads
-
-
-def _donation_has_files(session: Session, donation_id: str) -> bool:
-    found = session.scalar(select(Upload.id).where(Upload.donation_id == donation_id).limit(1))
-    return found is not None
-
-
-def _wrapped(scope_id: str, public_key: bytes, wrapped: bytes, kek_version: int) -> WrappedKey:
-    return WrappedKey(
-        scope_id=scope_id,
-        public_key=public_key,
-        wrapped_private_key=wrapped,
-        kek_version=kek_version,
-    )
-
-
-def terminate(session: Session, store: ObjectStore, upload_id: str, donor_id: int) -> None:
-    """tus termination: the donor cancelled the file; its parts and key are destroyed."""
-    begin_write(session)
-    upload = find_upload(session, upload_id, donor_id)
-    upload = _locked(session, upload.id)
-    check_open(upload)
-    if upload.state != UPLOAD_RECEIVING:
-        session.rollback()
-        raise AlreadySubmitted("This file was received whole and is being processed already.")
-    objects = _end(session, upload, UPLOAD_TERMINATED)
-    session.commit()
-    _delete_quietly(store, objects)
-
-
 def expire_uploads(session: Session, store: ObjectStore) -> int:
     """Destroy unfinished uploads past their expiry (scheduled); commits; returns how many."""
     begin_write(session)
@@ -508,9 +270,9 @@ def expire_uploads(session: Session, store: ObjectStore) -> int:
     ).all()
     objects: list[str] = []
     for upload in stale:
-        objects += _end(session, upload, UPLOAD_EXPIRED)
+        objects += end_upload(session, upload, UPLOAD_EXPIRED)
     session.commit()
-    _delete_quietly(store, objects)
+    delete_quietly(store, objects)
     return len(stale)
 
 
@@ -530,11 +292,11 @@ def cancel_for_consents(session: Session, consent_ids: Iterable[str]) -> list[st
     ).all()
     objects: list[str] = []
     for upload in live:
-        objects += _end(session, upload, UPLOAD_CANCELLED)
+        objects += end_upload(session, upload, UPLOAD_CANCELLED)
     return objects
 
 
-def _end(session: Session, upload: Upload, state: str) -> list[str]:
+def end_upload(session: Session, upload: Upload, state: str) -> list[str]:
     """Put ``upload`` in a final ``state``: key destroyed, part rows gone, file cancelled."""
     objects = [part.object_id for part in upload.parts]
     upload.state = state
@@ -549,16 +311,15 @@ def _end(session: Session, upload: Upload, state: str) -> list[str]:
     for row in pending:
         row.status = FILE_CANCELLED
         row.reason_code = "withdrawn" if state == UPLOAD_CANCELLED else state
-        row.reason = _GONE.get(state)
+        row.reason = GONE.get(state)
     session.expire(upload, ["parts"])
     return objects
 
 
-def _delete_quietly(store: ObjectStore, object_ids: Iterable[str]) -> None:
+def delete_quietly(store: ObjectStore, object_ids: Iterable[str]) -> None:
     """Delete objects after the fact; a failure is logged and left to the reconciler."""
     for object_id in object_ids:
         try:
             store.delete(object_id)
         except StorageError:
             log.warning("could not delete object %s; the reconciler will", object_id)
-

@@ -161,7 +161,7 @@ def test_a_connection_killed_at_any_statement_of_a_tus_request_answers_503(
     nothing (offset 0, no part row, no object), and the donor can go on afterwards.
 
     The PATCH probes on uploads, consents, consent_events and scope_keys die inside
-    ``uploads.begin_append``, whose ``finally: session.commit()`` then raises
+    ``resumable_uploads.begin_append``, whose ``finally: session.commit()`` then raises
     PendingRollbackError in place of the OperationalError (when SQLAlchemy has already
     seen the disconnect); the reply is 503 only because the error handler looks for the
     database error along the exception's cause/context chain."""
