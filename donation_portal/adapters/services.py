@@ -9,7 +9,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from celery import Celery
 from flask import Flask, current_app, g
+from kombu import Exchange, Queue
+from kombu.transport import sqlalchemy as sqla_transport
 from sqlalchemy.orm import Session
 
 from consent import ReceiptSigner, Sealer
@@ -17,9 +20,10 @@ from donation_portal.adapters.jobs import INGEST_TASK, CeleryQueue, InlineQueue,
 from donation_portal.adapters.jobs import QUEUE as INGEST_QUEUE
 from donation_portal.adapters.keyfiles import read_secret_file
 from donation_portal.adapters.keystore import DatabaseKeyStore
-from storage import Backend, KeyRing, LocalBackend, ObjectStore
+from storage import Backend, KeyRing, LocalBackend, ObjectStore, S3Backend
 
 MAINTENANCE_QUEUE = "maintenance"
+EMBEDDED_BROKER_POLL_SECONDS = 0.05
 
 
 def _cached(app: Flask, name: str, build: Any) -> Any:
@@ -65,7 +69,6 @@ def backend() -> Backend:
 def make_backend(config: Mapping[str, Any]) -> Backend:
     if config["STORAGE_BACKEND"] != "s3":
         return LocalBackend(config["STORAGE_DIR"])
-    from storage import S3Backend
     # boto3's usual credential chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (and
     # AWS_SESSION_TOKEN), a profile, or an instance role; never a portal setting
     return S3Backend(
@@ -128,8 +131,6 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     took but did not acknowledge within it is delivered again, the same promise the
     ``requeue_stalled`` job keeps for work that never reached the broker.
     """
-    from kombu import Exchange, Queue
-
     return {
         "broker_url": config["BROKER_URL"],
         "broker_transport_options": _transport_options(config),
@@ -167,14 +168,20 @@ def _transport_options(config: Mapping[str, Any]) -> dict[str, Any]:
         return {"visibility_timeout": int(config["JOB_STALLED_AFTER"])}
     if url.startswith("sqla+sqlite"):
         # the embedded broker (kombu hands these to create_engine): web and worker share it
+        _poll_embedded_broker_often()
         return {"connect_args": {"timeout": 30}}
     return {}
 
 
-def celery_producer(config: Mapping[str, Any]) -> Any:
-    """A Celery app that only publishes by task name: the web process imports no task code."""
-    from celery import Celery
+def _poll_embedded_broker_often() -> None:
+    """kombu's SQLAlchemy transport looks for new messages once a second, which caps the
+    embedded broker of `make run` at about one job a second. Every transport option of it
+    goes to ``create_engine``, so the interval can only be set on the transport class."""
+    sqla_transport.Transport.polling_interval = EMBEDDED_BROKER_POLL_SECONDS
 
+
+def celery_producer(config: Mapping[str, Any]) -> Celery:
+    """A Celery app that only publishes by task name: the web process imports no task code."""
     producer = Celery("donation_portal.web", set_as_current=False)
     producer.conf.update(celery_settings(config))
     return producer

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Response
 
 import consent as consents
 from donation_portal.adapters import services
+from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import FILE_PENDING_STATES, Donation
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
@@ -96,6 +97,7 @@ def consent() -> str | Response | tuple[str, int]:
     if active is not None and renewal is None:
         flash("You have already signed the consent.")
         return redirect(url_for("donor.upload"), 303)
+    begin_write(session)  # SQLite: take the write lock now, not by upgrading this read
     try:
         data = load_form(SignConsentSchema(), request.form, lists=("modules",))
         if data["template_id"] != template.id:

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
+from kombu import Connection
 from sqlalchemy import text
 from werkzeug.wrappers import Response
 
@@ -73,8 +74,6 @@ def _database() -> str:
 def _broker(url: str) -> str:
     if not url:
         return "not configured"
-    from kombu import Connection
-
     try:
         with Connection(url, connect_timeout=BROKER_TIMEOUT_SECONDS) as connection:
             connection.ensure_connection(
