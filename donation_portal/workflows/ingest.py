@@ -136,9 +136,7 @@ def _claim(
             select(Upload).where(Upload.id == upload_id).with_for_update()
         ).first()
         if upload is None or upload.state not in (UPLOAD_QUEUED, UPLOAD_PROCESSING):
-            return None
-        if consent.state(session, upload.consent_id) != consent.ACTIVE:
-            return None  # the withdrawal cancels it; nothing to do
+            return None  # done, or cancelled by a withdrawal (which checks it under lock)
         upload.state = UPLOAD_PROCESSING
         upload.attempts += 1
         upload.updated_at = utcnow()
@@ -153,12 +151,12 @@ def _claim(
             parts=[stored_info(part) for part in upload.parts],
         )
         store = store_for(session)
-        store.ensure_scope(record.id)
+        public_key = store.ensure_scope(record.id)
         readers: list[BinaryIO] = []
         try:
             for part in claim.parts:
                 readers.append(store.open(part))
-            writer = store.writer(claim.consent_id)
+            writer = ObjectWriter(store.backend, claim.consent_id, public_key)
             session.commit()
         except BaseException:
             for reader in readers:
@@ -222,7 +220,7 @@ def _record(
                 keep = None
             else:
                 keep = _store_outcome(session, upload, claim, produced, deid_key)
-            parts = _release_quarantine(session, upload)
+            parts = _release_quarantine(session, upload, [p.object_id for p in claim.parts])
             if upload.state == UPLOAD_PROCESSING:
                 upload.state = UPLOAD_DONE
             upload.updated_at = utcnow()
@@ -333,9 +331,12 @@ def _finish_files(
         row.status, row.reason_code, row.reason = status, code, reason
 
 
-def _release_quarantine(session: Session, upload: Upload) -> list[str]:
+def _release_quarantine(
+    session: Session, upload: Upload, parts: list[str] | None = None
+) -> list[str]:
     """Destroy the upload's quarantine key and part rows; returns the part objects."""
-    parts = [part.object_id for part in upload.parts]
+    if parts is None:
+        parts = [part.object_id for part in upload.parts]
     DatabaseKeyStore(session).destroy(upload.scope_id)
     session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
     return parts

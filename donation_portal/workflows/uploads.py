@@ -105,13 +105,14 @@ def check_new_file(
     session: Session, donor_id: int, active: consent.Consent, length: int, limits: UploadLimits
 ) -> None:
     """Before a whole file is received: may this donor send ``length`` bytes now? Ends the
-    read transaction (the checks are repeated when the file is recorded)."""
+    read transaction. ``active`` was just found active; the consent is checked again when
+    the file is recorded, and once more, under lock, by the ingest job."""
     try:
         check_length(length, limits)
-        check_active(session, active.id)
         check_limits(session, donor_id, length, limits)
     finally:
         end_read(session)
+
 
 def end_read(session: Session) -> None:
     """End a read-only transaction before a body is received. Nothing was written, so a
@@ -238,7 +239,11 @@ def part_row(upload_id: str, offset: int, info: ObjectInfo) -> UploadPart:
 
 
 def hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
-    """The upload is complete: the donor sees a waiting file, and a job is queued."""
+    """The upload is complete: the donor sees a waiting file, and a job is queued.
+
+    The donation row lock keeps the files' positions distinct when several of a batch finish
+    at once."""
+    upload.state = UPLOAD_QUEUED  # before any query flushes the row: one INSERT, no UPDATE
     session.execute(
         select(Donation.id).where(Donation.id == upload.donation_id).with_for_update()
     ).all()
@@ -247,7 +252,6 @@ def hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
             DonatedFile.donation_id == upload.donation_id
         )
     )
-    upload.state = UPLOAD_QUEUED
     session.add(
         DonatedFile(
             donation_id=upload.donation_id,

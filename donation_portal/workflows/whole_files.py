@@ -63,7 +63,8 @@ def submit_parts(
             return donation, created
         keys = DatabaseKeyStore(session)
         for info, public_key, wrapped, kek_version in parts:
-            uploads.check_limits(session, donor_id, 0, limits)  # received already: not in flight
+            if whole_form:  # a tus creation checked its limits before receiving the body
+                uploads.check_limits(session, donor_id, 0, limits)
             keys.add(_wrapped(info.scope_id, public_key, wrapped, kek_version))
             upload = Upload(
                 id=secrets.token_urlsafe(16),
