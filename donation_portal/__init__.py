@@ -56,18 +56,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 def _run_ingest_inline(app: Flask, upload_id: str) -> str | None:
     """The inline queue's runner: the workers' use case, in a fresh app context, one attempt."""
-    from donation_portal.adapters import services
+    from donation_portal.worker import tasks
     from donation_portal.workflows import ingest
 
     with app.app_context():
         try:
-            return ingest.run_ingest_job(
-                app.extensions["portal_sessionmaker"],
-                services.object_store,
-                services.deid_key(),
-                upload_id,
-                final_attempt=True,
-            )
+            return tasks.run_ingest(upload_id, final_attempt=True)
         except ingest.RetryLater:  # no broker to retry through; requeue_stalled sends it again
             logging.getLogger(__name__).warning(
                 "inline ingest of upload %s must be retried later", upload_id, exc_info=True

@@ -11,6 +11,8 @@ import io
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from .reader import seek_target
+
 
 class ConcatenatedReader(io.RawIOBase):
     """Reads ``parts`` (readable, seekable, of the given sizes) as one stream; closes them."""
@@ -39,20 +41,8 @@ class ConcatenatedReader(io.RawIOBase):
         return self._position
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._position + offset
-        elif whence == io.SEEK_END:
-            target = self._length + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if target < 0:
-            if whence == io.SEEK_SET:
-                raise ValueError("negative seek position")
-            target = 0  # relative seeks before the start stop at it, as io.BytesIO does
-        self._position = target
-        return target
+        self._position = seek_target(self._position, self._length, offset, whence)
+        return self._position
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")

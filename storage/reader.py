@@ -15,6 +15,23 @@ from .lane import Lane
 _LANE_THRESHOLD = 4 << 20
 
 
+def seek_target(position: int, size: int, offset: int, whence: int) -> int:
+    """Where a seek lands, as in io.BytesIO: a relative seek before the start stops at 0."""
+    if whence == io.SEEK_SET:
+        target = offset
+    elif whence == io.SEEK_CUR:
+        target = position + offset
+    elif whence == io.SEEK_END:
+        target = size + offset
+    else:
+        raise ValueError(f"invalid whence ({whence})")
+    if target < 0:
+        if whence == io.SEEK_SET:
+            raise ValueError("negative seek position")
+        target = 0
+    return target
+
+
 class DecryptingReader(io.RawIOBase):
     """Plaintext view of one object; decrypts (and authenticates) one segment at a time.
 
@@ -70,20 +87,8 @@ class DecryptingReader(io.RawIOBase):
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         self._check_open()
-        if whence == io.SEEK_SET:
-            target = offset
-        elif whence == io.SEEK_CUR:
-            target = self._pos + offset
-        elif whence == io.SEEK_END:
-            target = self._size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence})")
-        if target < 0:
-            if whence == io.SEEK_SET:
-                raise ValueError("negative seek position")
-            target = 0  # relative seeks before the start stop at it, as io.BytesIO does
-        self._pos = target
-        return target
+        self._pos = seek_target(self._pos, self._size, offset, whence)
+        return self._pos
 
     def read(self, size: int | None = -1) -> bytes:
         self._check_open()

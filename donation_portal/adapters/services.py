@@ -13,7 +13,7 @@ from celery import Celery
 from flask import Flask, current_app, g
 from kombu import Exchange, Queue
 from kombu.transport import sqlalchemy as sqla_transport
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from consent import ReceiptSigner, Sealer
 from donation_portal.adapters.jobs import INGEST_TASK, CeleryQueue, InlineQueue, JobQueue
@@ -77,6 +77,12 @@ def make_backend(config: Mapping[str, Any]) -> Backend:
         endpoint_url=config["S3_ENDPOINT_URL"] or None,
         region_name=config["S3_REGION"] or None,
     )
+
+
+def session_factory() -> sessionmaker[Session]:
+    """Sessions of this app's database, for units of work outside a request (jobs)."""
+    factory: sessionmaker[Session] = current_app.extensions["portal_sessionmaker"]
+    return factory
 
 
 def object_store(session: Session) -> ObjectStore:

@@ -31,6 +31,18 @@ def backoff(retries: int, *, cap: float = BACKOFF_CAP) -> float:
     return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (spreading, not secrecy)
 
 
+def run_ingest(upload_id: str, *, final_attempt: bool) -> str:
+    """The ingest use case with this app's database, storage and key, inside its app context
+    (the task below, and the inline queue of tests and one-off commands)."""
+    return ingest.run_ingest_job(
+        services.session_factory(),
+        services.object_store,
+        services.deid_key(),
+        upload_id,
+        final_attempt=final_attempt,
+    )
+
+
 def register(celery: Celery) -> None:
     @celery.task(name=INGEST_TASK, bind=True, shared=False)
     def ingest_upload(self: Task, upload_id: str) -> str:
@@ -40,13 +52,7 @@ def register(celery: Celery) -> None:
         retries = self.request.retries or 0
         final = retries + 1 >= attempts
         try:
-            return ingest.run_ingest_job(
-                current_app.extensions["portal_sessionmaker"],
-                services.object_store,
-                services.deid_key(),
-                upload_id,
-                final_attempt=final,
-            )
+            return run_ingest(upload_id, final_attempt=final)
         except ingest.RetryLater as exc:
             if final:
                 log.error(
