@@ -29,6 +29,22 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+def require_redis(url: str, what: str) -> None:
+    """Fail (CI=true) or skip ``what`` when no Redis answers at ``url``."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis at {url} is unreachable"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true requires it): {exc}", pytrace=False)
+        pytest.skip(f"{message}; {what} skipped")
+    finally:
+        client.close()
+
+
 def postgres_admin_url() -> str:
     return os.environ.get("PORTAL_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
 

@@ -24,7 +24,11 @@ import yaml
 
 from donation_portal.cli.dev_setup import prepare_instance
 from donation_portal.cli.run_dev import dev_processes, read_procfile, supervise
-from tests.conftest import IN_CI, create_postgres_database, drop_postgres_database
+from tests.conftest import (
+    create_postgres_database,
+    drop_postgres_database,
+    require_redis,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("PORTAL_TEST_SERVE_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -194,20 +198,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _redis_or_skip() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} is unreachable"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true requires it): {exc}", pytrace=False)
-        pytest.skip(f"{message}; the `make serve` check is skipped")
-    finally:
-        client.close()
-
 
 @pytest.fixture
 def s3_server(tmp_path: Path) -> Iterator[str]:
@@ -260,7 +250,7 @@ def _healthz(url: str) -> int | None:
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_make_serve_runs_the_production_stack(tmp_path: Path, s3_server: str) -> None:
-    _redis_or_skip()
+    require_redis(REDIS_URL, "the `make serve` check")
     database_url, admin = create_postgres_database()
     try:
         instance = tmp_path / "instance"

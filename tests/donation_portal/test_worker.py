@@ -32,7 +32,11 @@ from donation_portal.adapters.request_session import get_session
 from donation_portal.cli.dev_setup import prepare_instance
 from donation_portal.worker import make_celery
 from donation_portal.worker.tasks import BACKOFF_BASE, backoff
-from tests.conftest import IN_CI, create_postgres_database, drop_postgres_database
+from tests.conftest import (
+    create_postgres_database,
+    drop_postgres_database,
+    require_redis,
+)
 
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,20 +254,6 @@ def test_storage_backend_is_local_or_s3(tmp_path: Path) -> None:
 # --- a real worker process -------------------------------------------------------------------
 
 
-def _redis_reachable() -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} is unreachable"
-        if IN_CI:
-            pytest.fail(f"{message} (CI=true requires it): {exc}", pytrace=False)
-        pytest.skip(f"{message}; real-broker worker test skipped (PORTAL_TEST_REDIS_URL)")
-    finally:
-        client.close()
-
 
 class Worker:
     """A `celery worker` subprocess; its output is collected so a failure can show it."""
@@ -372,7 +362,7 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     def get(kind: str) -> Stack:
         if kind.startswith("redis"):
-            _redis_reachable()
+            require_redis(REDIS_URL, "the real-broker worker test (PORTAL_TEST_REDIS_URL)")
         if kind not in started:
             started[kind] = start(kind)
             # the other worker starts meanwhile: start-up is most of these tests' time
