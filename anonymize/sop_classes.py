@@ -44,7 +44,6 @@ ALLOWED_EXACT = frozenset(
         "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
     }
 )
-VIDEO_TRANSFER_SYNTAX_PREFIX = "1.2.840.10008.1.2.4.10"
 
 
 def holds_pixels(sop_class_uid: str) -> bool:

@@ -97,11 +97,6 @@ class ReceiptSigner:
     def key_id(self) -> str:
         return key_id(self.public_key)
 
-    def public_key_pem(self) -> str:
-        return self.public_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode("ascii")
-
     def public_jwk(self) -> dict[str, Any]:
         return public_jwk(self.public_key)
 

@@ -50,15 +50,6 @@ def actor(user: User) -> str:
     return f"user:{user.id}"
 
 
-def pending_donations(session: Session) -> list[Donation]:
-    query = (
-        select(Donation)
-        .where(Donation.review_status == REVIEW_PENDING)
-        .order_by(Donation.created_at)
-    )
-    return list(session.scalars(query))
-
-
 def decide_donation(
     session: Session, donation_id: str, steward: User, *, approve: bool, reason: str = ""
 ) -> Donation:

@@ -138,8 +138,3 @@ def _erase_files(session: Session, consent_id: str, store: ObjectStore) -> tuple
     session.execute(delete(StoredObject).where(StoredObject.scope_id == consent_id))
     store.shred_scope(consent_id, [])
     return len(files), object_ids
-
-
-def withdraw_and_erase(session: Session, consent: consents.Consent, store: ObjectStore) -> int:
-    """Withdraw the whole consent and erase its data; returns how many files were erased."""
-    return withdraw(session, consent.id, store, mode=consents.ERASE).erased_files
