@@ -53,6 +53,12 @@ REVIEW_APPROVED = "approved"
 REVIEW_REJECTED = "rejected"
 
 
+def user_ref(user_id: int) -> str:
+    """How an account is named to the consent library and the audit trail (subject or actor):
+    an opaque reference, never a name or an e-mail address."""
+    return f"user:{user_id}"
+
+
 class Base(DeclarativeBase):
     metadata = ConsentBase.metadata
 

@@ -24,7 +24,7 @@ from werkzeug.wrappers import Response
 import consent as consents
 from donation_portal.adapters import services
 from donation_portal.adapters.db import begin_write
-from donation_portal.adapters.models import FILE_PENDING_STATES, Donation
+from donation_portal.adapters.models import FILE_PENDING_STATES, Donation, user_ref
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
 from donation_portal.web.auth import home_url
@@ -54,7 +54,7 @@ LANGUAGES = ("en", "de")
 
 
 def _subject_ref() -> str:
-    return f"user:{current_user.user.id}"
+    return user_ref(current_user.user.id)
 
 
 def _active_consent() -> consents.Consent | None:

@@ -20,7 +20,7 @@ from werkzeug.exceptions import ClientDisconnected
 import consent
 from consent.canonical import as_utc
 from donation_portal.adapters import services
-from donation_portal.adapters.models import Upload
+from donation_portal.adapters.models import Upload, user_ref
 from donation_portal.adapters.request_session import get_session
 from donation_portal.workflows import resumable_uploads, uploads, whole_files
 from donation_portal.workflows.uploads import BodyInterrupted, UploadLimits
@@ -119,7 +119,7 @@ def create() -> Response:
     if not _SUBMISSION.fullmatch(submission):
         return problem(400, "This upload form has expired. Please reload the page.")
     session = get_session()
-    active = consent.active_consent(session, f"user:{current_user.user.id}")
+    active = consent.active_consent(session, user_ref(current_user.user.id))
     if active is None:
         session.commit()
         return problem(403, "Please sign the consent before donating images.")

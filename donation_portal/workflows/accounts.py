@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 import consent as consents
 from donation_portal.adapters.db import begin_write
-from donation_portal.adapters.models import ROLES, User
+from donation_portal.adapters.models import ROLES, User, user_ref
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 MIN_PASSWORD_LENGTH = 10
@@ -84,7 +84,7 @@ def log_in(session: Session, email: str, password: str) -> User | None:
     consents.audit.record(
         session,
         "auth.login",
-        actor=f"user:{user.id}",
+        actor=user_ref(user.id),
         subject_type="user",
         subject_id=str(user.id),
         detail={"role": user.role},

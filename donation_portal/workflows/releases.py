@@ -38,6 +38,7 @@ from donation_portal.adapters.models import (
     User,
     WithdrawalNotice,
     stored_info,
+    user_ref,
 )
 from donation_portal.workflows.eligibility import eligible_files, permitting, research_use
 from donation_portal.workflows.maintenance import delete_objects
@@ -429,7 +430,7 @@ def _audit(
     consents.audit.record(
         session,
         action,
-        actor=f"user:{user.id}",
+        actor=user_ref(user.id),
         subject_type=subject_type,
         subject_id=subject_id,
         detail=detail,

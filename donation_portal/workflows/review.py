@@ -27,6 +27,7 @@ from donation_portal.adapters.models import (
     StoredObject,
     User,
     WithdrawalAcknowledgement,
+    user_ref,
 )
 from donation_portal.workflows.ingest import ACCEPTED, NEEDS_REVIEW, REJECTED
 from donation_portal.workflows.maintenance import delete_objects
@@ -47,7 +48,7 @@ class WithdrawalItem:
 
 
 def actor(user: User) -> str:
-    return f"user:{user.id}"
+    return user_ref(user.id)
 
 
 def decide_donation(
