@@ -185,10 +185,7 @@ def upload() -> str | Response | tuple[str, int]:
             donor_id=current_user.user.id,
             active=active,
             submission_key=data["submission_key"],
-            parts=[
-                (item.info, item.public_key, item.wrapped_private_key, item.kek_version)
-                for item in spooled
-            ],
+            parts=[(item.info, item.key) for item in spooled],
             queue=services.job_queue(),
             limits=upload_limits(),
             whole_form=True,

@@ -171,7 +171,7 @@ def _create_whole(active: consent.Consent, submission: str, length: int) -> Uplo
         donor_id=donor_id,
         active=active,
         submission_key=submission,
-        parts=[(info, key.public_key, key.wrapped_private_key, key.kek_version)],
+        parts=[(info, key)],
         queue=services.job_queue(),
         limits=_limits(),
         whole_form=False,

@@ -25,6 +25,7 @@ from storage import (
     ObjectStore,
     ObjectWriter,
     StorageError,
+    WrappedKey,
     new_quarantine_scope,
 )
 from storage.scope_keys import new_scope_key
@@ -35,9 +36,7 @@ class Spooled:
     """One received file: its part, and the key it is encrypted to (private half wrapped)."""
 
     info: ObjectInfo
-    public_key: bytes
-    wrapped_private_key: bytes
-    kek_version: int
+    key: WrappedKey
 
 
 class QuarantineSpool(io.RawIOBase):
@@ -93,9 +92,7 @@ class QuarantineSpool(io.RawIOBase):
         super().close()
 
     def spooled(self) -> Spooled:
-        info = self.commit()
-        key = self.key
-        return Spooled(info, key.public_key, key.wrapped_private_key, key.kek_version)
+        return Spooled(self.commit(), self.key)
 
 
 DONATION_FORM = "donor.upload"

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -67,18 +65,7 @@ def create_upload(
     uploads.check_active(session, active.id)
     uploads.check_limits(session, donor_id, length, limits)
     donation = uploads.claim_donation(session, donor_id, active, submission_key)
-    upload = Upload(
-        id=secrets.token_urlsafe(16),
-        donor_id=donor_id,
-        consent_id=active.id,
-        donation_id=donation.id,
-        scope_id=new_quarantine_scope(),
-        length=length,
-        offset=0,
-        state=UPLOAD_RECEIVING,
-        attempts=0,
-        expires_at=utcnow() + timedelta(seconds=limits.expiry_seconds),
-    )
+    upload = uploads.new_upload(donor_id, donation, new_quarantine_scope(), length, 0, limits)
     store.ensure_scope(upload.scope_id)
     session.add(upload)
     session.commit()

@@ -189,6 +189,24 @@ def _donation_by_key(session: Session, submission_key: str) -> Donation | None:
     return session.scalars(query).first()
 
 
+def new_upload(
+    donor_id: int, donation: Donation, scope_id: str, length: int, offset: int, limits: UploadLimits
+) -> Upload:
+    """An upload of ``donation`` (and so of its consent) still receiving, until handed over."""
+    return Upload(
+        id=secrets.token_urlsafe(16),
+        donor_id=donor_id,
+        consent_id=donation.consent_id,
+        donation_id=donation.id,
+        scope_id=scope_id,
+        length=length,
+        offset=offset,
+        state=UPLOAD_RECEIVING,
+        attempts=0,
+        expires_at=utcnow() + timedelta(seconds=limits.expiry_seconds),
+    )
+
+
 def find_upload(session: Session, upload_id: str, donor_id: int) -> Upload:
     upload = session.get(Upload, upload_id) if isinstance(upload_id, str) else None
     if upload is None or upload.donor_id != donor_id:

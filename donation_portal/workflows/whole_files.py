@@ -8,20 +8,16 @@ transaction, and the files are queued.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
-from datetime import timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import consent
-from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.jobs import JobQueue
 from donation_portal.adapters.keystore import DatabaseKeyStore
 from donation_portal.adapters.models import (
-    UPLOAD_RECEIVING,
     Donation,
     Upload,
 )
@@ -40,7 +36,7 @@ def submit_parts(
     donor_id: int,
     active: consent.Consent,
     submission_key: str,
-    parts: Sequence[tuple[ObjectInfo, bytes, bytes, int]],
+    parts: Sequence[tuple[ObjectInfo, WrappedKey]],
     queue: JobQueue,
     limits: uploads.UploadLimits,
     whole_form: bool,
@@ -48,9 +44,9 @@ def submit_parts(
     """Files that arrived whole, each encrypted to a key made for it in memory: the plain
     form, or a tus creation that carried the whole file. One transaction for all of them.
 
-    ``parts`` holds each file's part, its quarantine key (public, wrapped private) and the
-    KEK version. Each file becomes a complete upload and is queued. ``whole_form``: the
-    submission is one form, so a second submission of it is ignored (the first stands).
+    ``parts`` holds each file's part and its quarantine key. Each file becomes a complete
+    upload and is queued. ``whole_form``: the submission is one form, so a second submission
+    of it is ignored (the first stands).
     """
     created: list[Upload] = []
     try:
@@ -58,25 +54,16 @@ def submit_parts(
         uploads.check_active(session, active.id)
         donation = uploads.claim_donation(session, donor_id, active, submission_key)
         if whole_form and _donation_has_files(session, donation.id):
-            uploads.delete_quietly(store, [info.object_id for info, *_ in parts])
+            uploads.delete_quietly(store, [info.object_id for info, _ in parts])
             session.commit()
             return donation, created
         keys = DatabaseKeyStore(session)
-        for info, public_key, wrapped, kek_version in parts:
+        for info, key in parts:
             if whole_form:  # a tus creation checked its limits before receiving the body
                 uploads.check_limits(session, donor_id, 0, limits)
-            keys.add(_wrapped(info.scope_id, public_key, wrapped, kek_version))
-            upload = Upload(
-                id=secrets.token_urlsafe(16),
-                donor_id=donor_id,
-                consent_id=active.id,
-                donation_id=donation.id,
-                scope_id=info.scope_id,
-                length=info.size,
-                offset=info.size,
-                state=UPLOAD_RECEIVING,
-                attempts=0,
-                expires_at=utcnow() + timedelta(seconds=limits.expiry_seconds),
+            keys.add(key)
+            upload = uploads.new_upload(
+                donor_id, donation, info.scope_id, info.size, info.size, limits
             )
             session.add(upload)
             session.add(uploads.part_row(upload.id, 0, info))
@@ -85,7 +72,7 @@ def submit_parts(
         session.commit()
     except BaseException:
         session.rollback()
-        uploads.delete_quietly(store, [info.object_id for info, *_ in parts])
+        uploads.delete_quietly(store, [info.object_id for info, _ in parts])
         raise
     return donation, created
 
@@ -93,12 +80,3 @@ def submit_parts(
 def _donation_has_files(session: Session, donation_id: str) -> bool:
     found = session.scalar(select(Upload.id).where(Upload.donation_id == donation_id).limit(1))
     return found is not None
-
-
-def _wrapped(scope_id: str, public_key: bytes, wrapped: bytes, kek_version: int) -> WrappedKey:
-    return WrappedKey(
-        scope_id=scope_id,
-        public_key=public_key,
-        wrapped_private_key=wrapped,
-        kek_version=kek_version,
-    )
