@@ -61,6 +61,17 @@ class BackendWriter(Protocol):
         ...
 
 
+def put_through(writer: BackendWriter, chunks: Iterable[bytes]) -> int:
+    """``Backend.put`` for a backend with a push-style ``create``: all chunks, or nothing."""
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
+
+
 @runtime_checkable
 class Backend(Protocol):
     def put(self, object_id: str, chunks: Iterable[bytes]) -> int: ...
@@ -222,14 +233,7 @@ class LocalBackend:
         return _LocalWriter(self.path_of(object_id), self._tmp, object_id)
 
     def put(self, object_id: str, chunks: Iterable[bytes]) -> int:
-        writer = self.create(object_id)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return put_through(self.create(object_id), chunks)
 
     def open(self, object_id: str) -> BinaryIO:
         path = self.path_of(object_id)

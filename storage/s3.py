@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
-from .backend import check_object_id
+from .backend import check_object_id, put_through
 from .errors import ObjectNotFound, StorageError, StorageFull, StorageUnavailable
 
 MIN_PART_SIZE = 5 << 20  # S3's minimum for every part but the last
@@ -167,14 +167,7 @@ class S3Backend:
         return _S3Writer(self, self.key_of(object_id), object_id)
 
     def put(self, object_id: str, chunks: Iterable[bytes]) -> int:
-        writer = self.create(object_id)
-        try:
-            for chunk in chunks:
-                writer.write(chunk)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return put_through(self.create(object_id), chunks)
 
     def open(self, object_id: str) -> BinaryIO:
         """A buffered reader over ranged GETs; the buffer is the read-ahead.
