@@ -6,6 +6,7 @@ foreign keys to consents resolve by table name.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -143,6 +144,11 @@ class StoredObject(Base):
     stored_size: Mapped[int] = mapped_column(Integer)
     stored_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def object_columns(info: ObjectInfo) -> dict[str, Any]:
+    """The columns a StoredObject or an UploadPart records of an object (see stored_info)."""
+    return dataclasses.asdict(info)
 
 
 def stored_info(row: StoredObject | UploadPart) -> ObjectInfo:

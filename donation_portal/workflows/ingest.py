@@ -52,6 +52,7 @@ from donation_portal.adapters.models import (
     StoredObject,
     Upload,
     UploadPart,
+    object_columns,
     stored_info,
 )
 from storage import (
@@ -254,7 +255,7 @@ def _store_outcome(
     status = (
         FILE_ACCEPTED if outcome.verdict == anonymize.Verdict.DEIDENTIFIED else FILE_NEEDS_REVIEW
     )
-    session.add(StoredObject(**_object_fields(info)))
+    session.add(StoredObject(**object_columns(info)))
     session.flush()
     for row in rows:
         _describe(row, outcome, status)
@@ -308,16 +309,6 @@ def _donated_before(session: Session, donor_id: int, fingerprint: str) -> bool:
     )
     return found is not None
 
-
-def _object_fields(info: ObjectInfo) -> dict[str, object]:
-    return {
-        "object_id": info.object_id,
-        "scope_id": info.scope_id,
-        "size": info.size,
-        "sha256": info.sha256,
-        "stored_size": info.stored_size,
-        "stored_sha256": info.stored_sha256,
-    }
 
 
 def _files_of(session: Session, upload_id: str) -> list[DonatedFile]:

@@ -8,7 +8,6 @@ transaction as what it records.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import secrets
@@ -37,6 +36,7 @@ from donation_portal.adapters.models import (
     StoredObject,
     User,
     WithdrawalNotice,
+    object_columns,
     stored_info,
     user_ref,
 )
@@ -118,7 +118,7 @@ def submit_request(
             store.ensure_scope(scope)
             info = store.put(scope, ethics)
             stored.append(info.object_id)
-            session.add(StoredObject(**dataclasses.asdict(info)))
+            session.add(StoredObject(**object_columns(info)))
             session.flush()  # before the request row that refers to it
             request.ethics_object_id = info.object_id
         session.add(request)

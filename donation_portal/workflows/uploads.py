@@ -42,6 +42,7 @@ from donation_portal.adapters.models import (
     Donation,
     Upload,
     UploadPart,
+    object_columns,
 )
 from storage import (
     ObjectInfo,
@@ -244,16 +245,7 @@ def lock_upload(session: Session, upload_id: str) -> Upload:
 
 
 def part_row(upload_id: str, offset: int, info: ObjectInfo) -> UploadPart:
-    return UploadPart(
-        upload_id=upload_id,
-        offset=offset,
-        object_id=info.object_id,
-        scope_id=info.scope_id,
-        size=info.size,
-        sha256=info.sha256,
-        stored_size=info.stored_size,
-        stored_sha256=info.stored_sha256,
-    )
+    return UploadPart(upload_id=upload_id, offset=offset, **object_columns(info))
 
 
 def hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
