@@ -158,7 +158,7 @@ def _create_whole(active: consent.Consent, submission: str, length: int) -> Uplo
     uploads.check_new_file(session, donor_id, active, length, _limits())
     store = services.object_store(session)
     key = new_scope_key(services.keyring(), new_quarantine_scope())
-    ticket = resumable_uploads.AppendTicket("", key.scope_id, key.public_key, 0, length)
+    ticket = resumable_uploads.AppendTicket("", active.id, key.scope_id, key.public_key, 0, length)
     checksum = _checksum(request.headers.get("Upload-Checksum"))
     info = resumable_uploads.write_part(store, ticket, _body(), checksum)
     if info is None or info.size != length:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,7 +34,6 @@ import consent
 from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.jobs import JobQueue
-from donation_portal.adapters.keystore import DatabaseKeyStore
 from donation_portal.adapters.models import (
     FILE_ACCEPTED,
     FILE_CANCELLED,
@@ -51,10 +50,10 @@ from donation_portal.adapters.models import (
     Donation,
     StoredObject,
     Upload,
-    UploadPart,
     object_columns,
     stored_info,
 )
+from donation_portal.workflows import uploads
 from storage import (
     KeyUnavailable,
     ObjectInfo,
@@ -203,14 +202,7 @@ def _record(
     try:
         with session_factory() as session:
             begin_write(session)
-            session.execute(
-                select(consent.Consent.id)
-                .where(consent.Consent.id == claim.consent_id)
-                .with_for_update()
-            ).all()
-            upload = session.scalars(
-                select(Upload).where(Upload.id == upload_id).with_for_update()
-            ).one()
+            upload = uploads.lock_upload(session, upload_id, claim.consent_id)
             if upload.state != UPLOAD_PROCESSING:
                 session.rollback()
                 _discard(store_for, session_factory, info)
@@ -221,7 +213,7 @@ def _record(
                 keep = None
             else:
                 keep = _store_outcome(session, upload, claim, produced, deid_key)
-            parts = _release_quarantine(session, upload, [p.object_id for p in claim.parts])
+            parts = uploads.release_quarantine(session, upload, [p.object_id for p in claim.parts])
             if upload.state == UPLOAD_PROCESSING:
                 upload.state = UPLOAD_DONE
             upload.updated_at = utcnow()
@@ -322,17 +314,6 @@ def _finish_files(
         row.status, row.reason_code, row.reason = status, code, reason
 
 
-def _release_quarantine(
-    session: Session, upload: Upload, parts: list[str] | None = None
-) -> list[str]:
-    """Destroy the upload's quarantine key and part rows; returns the part objects."""
-    if parts is None:
-        parts = [part.object_id for part in upload.parts]
-    DatabaseKeyStore(session).destroy(upload.scope_id)
-    session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
-    return parts
-
-
 def _fail(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str) -> str:
     with session_factory() as session:
         begin_write(session)
@@ -342,7 +323,7 @@ def _fail(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id
         if upload is None or upload.state not in (UPLOAD_QUEUED, UPLOAD_PROCESSING):
             return upload.state if upload else "missing"
         _finish_files(session, upload.id, FILE_REJECTED, "processing_failed", _FAILED_REASON)
-        parts = _release_quarantine(session, upload)
+        parts = uploads.release_quarantine(session, upload)
         upload.state = UPLOAD_DONE
         session.commit()
     _delete_parts(store_for, session_factory, parts)

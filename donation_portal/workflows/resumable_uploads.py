@@ -43,6 +43,7 @@ class AppendTicket:
     """What appending a body needs, read before the body is received (no transaction open)."""
 
     upload_id: str
+    consent_id: str
     scope_id: str
     public_key: bytes
     offset: int
@@ -85,6 +86,7 @@ def begin_append(session: Session, upload_id: str, donor_id: int, offset: int) -
             uploads.check_active(session, upload.consent_id)
         ticket = AppendTicket(
             upload_id=upload.id,
+            consent_id=upload.consent_id,
             scope_id=upload.scope_id,
             public_key=b"" if upload.state != UPLOAD_RECEIVING else _public_key(session, upload),
             offset=upload.offset,
@@ -159,7 +161,7 @@ def record_part(
     """Record a committed part and move the offset; a finished upload goes to the queue."""
     try:
         begin_write(session)
-        upload = uploads.lock_upload(session, ticket.upload_id)
+        upload = uploads.lock_upload(session, ticket.upload_id, ticket.consent_id)
         uploads.check_active(session, upload.consent_id)
         uploads.check_open(upload)
         if upload.state != UPLOAD_RECEIVING or upload.offset != ticket.offset:
@@ -181,7 +183,7 @@ def terminate(session: Session, store: ObjectStore, upload_id: str, donor_id: in
     """tus termination: the donor cancelled the file; its parts and key are destroyed."""
     begin_write(session)
     upload = uploads.find_upload(session, upload_id, donor_id)
-    upload = uploads.lock_upload(session, upload.id)
+    upload = uploads.lock_upload(session, upload.id, upload.consent_id)
     uploads.check_open(upload)
     if upload.state != UPLOAD_RECEIVING:
         session.rollback()

@@ -230,9 +230,8 @@ GONE = {
 }
 
 
-def lock_upload(session: Session, upload_id: str) -> Upload:
-    """Lock the consent row, then the upload row (the documented lock order)."""
-    consent_id = session.scalar(select(Upload.consent_id).where(Upload.id == upload_id))
+def lock_upload(session: Session, upload_id: str, consent_id: str) -> Upload:
+    """Lock the consent row, then the row of its upload (the documented lock order)."""
     session.execute(
         select(consent.Consent.id).where(consent.Consent.id == consent_id).with_for_update()
     ).all()
@@ -312,11 +311,9 @@ def cancel_for_consents(session: Session, consent_ids: Iterable[str]) -> list[st
 
 def end_upload(session: Session, upload: Upload, state: str) -> list[str]:
     """Put ``upload`` in a final ``state``: key destroyed, part rows gone, file cancelled."""
-    objects = [part.object_id for part in upload.parts]
+    objects = release_quarantine(session, upload)
     upload.state = state
     upload.updated_at = utcnow()
-    DatabaseKeyStore(session).destroy(upload.scope_id)
-    session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
     pending = session.scalars(
         select(DonatedFile).where(
             DonatedFile.upload_id == upload.id, DonatedFile.status.in_(FILE_PENDING_STATES)
@@ -326,8 +323,20 @@ def end_upload(session: Session, upload: Upload, state: str) -> list[str]:
         row.status = FILE_CANCELLED
         row.reason_code = "withdrawn" if state == UPLOAD_CANCELLED else state
         row.reason = GONE.get(state)
-    session.expire(upload, ["parts"])
     return objects
+
+
+def release_quarantine(
+    session: Session, upload: Upload, parts: list[str] | None = None
+) -> list[str]:
+    """Destroy the upload's quarantine key and part rows; returns the part objects, which the
+    caller deletes after its commit (``parts``: their IDs, when the caller holds them)."""
+    if parts is None:
+        parts = [part.object_id for part in upload.parts]
+    DatabaseKeyStore(session).destroy(upload.scope_id)
+    session.execute(delete(UploadPart).where(UploadPart.upload_id == upload.id))
+    session.expire(upload, ["parts"])
+    return parts
 
 
 def delete_quietly(store: ObjectStore, object_ids: Iterable[str]) -> None:
