@@ -187,7 +187,7 @@ def upload() -> str | Response | tuple[str, int]:
             submission_key=data["submission_key"],
             parts=[(item.info, item.key) for item in spooled],
             queue=services.job_queue(),
-            limits=upload_limits(),
+            limits=uploads.UploadLimits.from_settings(current_app.config),
             whole_form=True,
         )
     except uploads.SubmissionConflict:
@@ -200,14 +200,6 @@ def upload() -> str | Response | tuple[str, int]:
     return redirect(url_for("donor.donation", donation_id=donation.id), 303)
 
 
-def upload_limits() -> uploads.UploadLimits:
-    config = current_app.config
-    return uploads.UploadLimits(
-        max_file_bytes=int(config["MAX_FILE_BYTES"]),
-        max_bytes_in_flight=int(config["UPLOAD_MAX_BYTES_IN_FLIGHT"]),
-        max_files_per_day=int(config["UPLOAD_MAX_FILES_PER_DAY"]),
-        expiry_seconds=int(config["UPLOAD_EXPIRY"]),
-    )
 
 
 def _upload_error(errors: list[str], status: int) -> tuple[str, int]:

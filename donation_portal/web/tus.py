@@ -69,13 +69,7 @@ def _refused(error: uploads.UploadError) -> Response:
 
 
 def _limits() -> UploadLimits:
-    config = current_app.config
-    return UploadLimits(
-        max_file_bytes=int(config["MAX_FILE_BYTES"]),
-        max_bytes_in_flight=int(config["UPLOAD_MAX_BYTES_IN_FLIGHT"]),
-        max_files_per_day=int(config["UPLOAD_MAX_FILES_PER_DAY"]),
-        expiry_seconds=int(config["UPLOAD_EXPIRY"]),
-    )
+    return UploadLimits.from_settings(current_app.config)
 
 
 @bp.before_request

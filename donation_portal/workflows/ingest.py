@@ -60,7 +60,6 @@ from storage import (
     ObjectNotFound,
     ObjectStore,
     ObjectWriter,
-    StorageError,
     StorageFull,
     StorageUnavailable,
 )
@@ -302,7 +301,6 @@ def _donated_before(session: Session, donor_id: int, fingerprint: str) -> bool:
     return found is not None
 
 
-
 def _files_of(session: Session, upload_id: str) -> list[DonatedFile]:
     return list(session.scalars(select(DonatedFile).where(DonatedFile.upload_id == upload_id)))
 
@@ -347,15 +345,9 @@ def _delete_parts(
     store_for: StoreFor, session_factory: sessionmaker[Session], object_ids: list[str]
 ) -> None:
     """After the commit: delete objects; failures are logged, the reconciler finishes them."""
-    if not object_ids:
-        return
-    with session_factory() as session:
-        store = store_for(session)
-        for object_id in object_ids:
-            try:
-                store.delete(object_id)
-            except StorageError:
-                log.warning("could not delete object %s; the reconciler will", object_id)
+    if object_ids:
+        with session_factory() as session:
+            uploads.delete_quietly(store_for(session), object_ids)
 
 
 def requeue_stalled(session: Session, queue: JobQueue, stalled_after_seconds: int) -> int:

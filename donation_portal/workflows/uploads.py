@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -60,6 +61,15 @@ class UploadLimits:
     max_bytes_in_flight: int
     max_files_per_day: int
     expiry_seconds: int
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> UploadLimits:
+        return cls(
+            max_file_bytes=int(settings["MAX_FILE_BYTES"]),
+            max_bytes_in_flight=int(settings["UPLOAD_MAX_BYTES_IN_FLIGHT"]),
+            max_files_per_day=int(settings["UPLOAD_MAX_FILES_PER_DAY"]),
+            expiry_seconds=int(settings["UPLOAD_EXPIRY"]),
+        )
 
 
 class UploadError(Exception):
