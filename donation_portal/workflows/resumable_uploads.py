@@ -97,8 +97,6 @@ def begin_append(session: Session, upload_id: str, donor_id: int, offset: int) -
     return ticket
 
 
-
-
 def _public_key(session: Session, upload: Upload) -> bytes:
     key = DatabaseKeyStore(session).get(upload.scope_id)
     if key is None:
@@ -120,7 +118,7 @@ def write_part(
     """
     remaining = ticket.length - ticket.offset
     digest = hashlib.new(checksum[0]) if checksum else None
-    writer = ObjectWriter(store.backend, ticket.scope_id, ticket.public_key)
+    writer: ObjectWriter | None = None  # opened with the first byte: an empty body writes nothing
     received = 0
     try:
         try:
@@ -130,16 +128,17 @@ def write_part(
                     raise uploads.TooLarge("The request sends more bytes than the upload declared.")
                 if digest is not None:
                     digest.update(chunk)
+                if writer is None:
+                    writer = ObjectWriter(store.backend, ticket.scope_id, ticket.public_key)
                 writer.write(chunk)
         except uploads.BodyInterrupted:
             if checksum is not None or received == 0:
                 raise
-        if received == 0:
-            writer.abort()
+        if writer is None:
             return None
         if (
-            checksum is not None
-            and digest is not None
+            digest is not None
+            and checksum is not None
             and not hmac.compare_digest(digest.digest(), checksum[1])
         ):
             raise uploads.ChecksumMismatch(
@@ -147,7 +146,8 @@ def write_part(
             )
         return writer.commit()
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
 
 

@@ -259,6 +259,18 @@ def test_termination_destroys_the_parts_and_the_key(
     assert tus.patch(url, 5000, CT[5000:]).status_code == 410
 
 
+def test_an_empty_patch_at_the_end_of_a_finished_upload_changes_nothing(
+    donor: Browser, db_session: Session
+) -> None:
+    tus = Tus(donor)
+    url = tus.send(CT, pieces=1)
+    reply = tus.patch(url, len(CT), b"")
+    assert reply.status_code == 204
+    assert reply.headers["Upload-Offset"] == str(len(CT))
+    assert tus.patch(url, len(CT), b"x").status_code == 413
+    assert [row.status for row in files(db_session)] == ["accepted"]
+
+
 def test_a_finished_upload_cannot_be_terminated(donor: Browser) -> None:
     tus = Tus(donor)
     url = tus.send(CT, pieces=1)
