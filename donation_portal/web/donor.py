@@ -160,28 +160,30 @@ def upload() -> str | Response | tuple[str, int]:
     if active is None:
         return _upload_error(["Please sign the consent before donating images."], 409)
     session = get_session()
-    session.commit()  # nothing written: end the read before the body is received
+    uploads.end_read(session)  # nothing written: no transaction while the body is received
     try:
         data = load_form(UploadSchema(), request.form)
     except ValidationError:
         return _upload_error(["The form has expired. Please choose your files again."], 400)
     chosen = [bool(f.filename) for f in request.files.getlist("files")]
+    received = take_spooled()
     spooled = [
-        item for item, named in zip(take_spooled(), chosen, strict=False) if named or item.info.size
+        item for item, named in zip(received, chosen, strict=False) if named or item.info.size
     ]
+    store = services.object_store(session)
+    uploads.delete_quietly(store, [i.info.object_id for i in received if i not in spooled])
     if not spooled:
         return _upload_error(["Please choose at least one file."], 400)
     limit = int(current_app.config["MAX_FILE_BYTES"])
     too_large = [item for item in spooled if item.info.size > limit]
     if too_large:
-        for item in spooled:
-            services.backend().delete(item.info.object_id)
+        uploads.delete_quietly(store, [item.info.object_id for item in spooled])
         mib = f"{limit / 2**20:.0f} MiB"
         return _upload_error([f"{len(too_large)} file(s) are larger than the {mib} limit."], 413)
     try:
         donation, _ = whole_files.submit_parts(
             session,
-            services.object_store(session),
+            store,
             donor_id=current_user.user.id,
             active=active,
             submission_key=data["submission_key"],
@@ -198,8 +200,6 @@ def upload() -> str | Response | tuple[str, int]:
         return _upload_error([str(error)], 429)
     flash(f"{len(spooled)} file(s) received. They are being processed now.")
     return redirect(url_for("donor.donation", donation_id=donation.id), 303)
-
-
 
 
 def _upload_error(errors: list[str], status: int) -> tuple[str, int]:

@@ -25,7 +25,7 @@ def app_config(app_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_file_over_the_limit_is_refused_with_the_limit_named(
-    donor: Browser, db_session: Session
+    app: Flask, donor: Browser, db_session: Session
 ) -> None:
     big = real_file("CT_small.dcm").content
     assert len(big) > FILE_LIMIT
@@ -33,6 +33,7 @@ def test_a_file_over_the_limit_is_refused_with_the_limit_named(
     assert response.status_code == 413
     assert "larger than the" in response.get_data(as_text=True)
     assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 0
+    assert not list(Path(app.config["STORAGE_DIR"]).rglob("*.c4gh"))
 
 
 def test_an_upload_over_the_request_limit_gets_413_and_stores_nothing(
