@@ -115,7 +115,6 @@ def create() -> Response:
     session = get_session()
     active = consent.active_consent(session, user_ref(current_user.user.id))
     if active is None:
-        session.commit()
         return problem(403, "Please sign the consent before donating images.")
     content_type = request.headers.get("Content-Type")
     carries_body = bool(request.content_length) or content_type == OFFSET_TYPE
@@ -182,7 +181,6 @@ def resume(upload_id: str) -> Response:
     response.headers["Upload-Offset"] = str(upload.offset)
     response.headers["Upload-Length"] = str(upload.length)
     response.headers["Upload-Expires"] = _expires(upload)
-    session.commit()
     return response
 
 
