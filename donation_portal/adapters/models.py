@@ -101,6 +101,7 @@ class DonatedFile(Base):
     """The outcome for one uploaded file. Holds de-identified metadata only, never a file name."""
 
     __tablename__ = "donated_files"
+    __table_args__ = (UniqueConstraint("upload_id", "member"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     donation_id: Mapped[str] = mapped_column(ForeignKey("donations.id"), index=True)
@@ -123,7 +124,9 @@ class DonatedFile(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"), unique=True)
+    upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"), index=True)
+    # the index of the entry when the upload was a ZIP archive (None: the upload itself)
+    member: Mapped[int | None] = mapped_column(Integer)
     # keyed fingerprint of the source SOP Instance UID, scoped to the donor: recognises an
     # image donated twice without keeping the UID itself
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)

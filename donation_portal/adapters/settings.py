@@ -89,6 +89,7 @@ def validate(settings: Mapping[str, Any]) -> None:
     """Refuse settings that would run insecurely or not at all."""
     for key in (
         "MAX_FILE_BYTES",
+        "MAX_ARCHIVE_BYTES",
         "MAX_REQUEST_BYTES",
         "QUARANTINE_MAX_AGE",
         "UPLOAD_EXPIRY",

@@ -93,7 +93,8 @@ def options(upload_id: str | None = None) -> Response:
     response = Response(status=204)
     response.headers["Tus-Version"] = VERSION
     response.headers["Tus-Extension"] = EXTENSIONS
-    response.headers["Tus-Max-Size"] = str(current_app.config["MAX_FILE_BYTES"])
+    largest = max(current_app.config["MAX_FILE_BYTES"], current_app.config["MAX_ARCHIVE_BYTES"])
+    response.headers["Tus-Max-Size"] = str(largest)
     response.headers["Tus-Checksum-Algorithm"] = ",".join(uploads.CHECKSUM_ALGORITHMS)
     return response
 
@@ -120,8 +121,9 @@ def create() -> Response:
     carries_body = bool(request.content_length) or content_type == OFFSET_TYPE
     if carries_body and content_type != OFFSET_TYPE:
         return problem(415, f"Content-Type must be {OFFSET_TYPE}.")
+    limits = _limits().for_archive() if _declares_archive(metadata) else _limits()
     if carries_body and request.content_length == length:
-        upload = _create_whole(active, submission, length)
+        upload = _create_whole(active, submission, length, limits)
     else:
         upload = resumable_uploads.create_upload(
             session,
@@ -130,7 +132,7 @@ def create() -> Response:
             active=active,
             submission_key=submission,
             length=length,
-            limits=_limits(),
+            limits=limits,
         )
         if carries_body:
             upload = _append(upload.id, 0)
@@ -142,13 +144,15 @@ def create() -> Response:
     return response
 
 
-def _create_whole(active: consent.Consent, submission: str, length: int) -> Upload:
+def _create_whole(
+    active: consent.Consent, submission: str, length: int, limits: UploadLimits
+) -> Upload:
     """creation-with-upload carrying the whole file: received first, then recorded (and
     queued) in one transaction, with its quarantine key made in memory meanwhile. A body
     that breaks off leaves nothing: the client never learnt the upload's URL."""
     session = get_session()
     donor_id = current_user.user.id
-    uploads.check_new_file(session, donor_id, active, length, _limits())
+    uploads.check_new_file(session, donor_id, active, length, limits)
     store = services.object_store(session)
     key = new_scope_key(services.keyring(), new_quarantine_scope())
     ticket = resumable_uploads.AppendTicket("", active.id, key.scope_id, key.public_key, 0, length)
@@ -166,7 +170,7 @@ def _create_whole(active: consent.Consent, submission: str, length: int) -> Uplo
         submission_key=submission,
         parts=[(info, key)],
         queue=services.job_queue(),
-        limits=_limits(),
+        limits=limits,
         whole_form=False,
     )
     return created[0]
@@ -271,6 +275,15 @@ def _metadata(header: str) -> dict[str, str] | None:
         except (binascii.Error, UnicodeDecodeError):
             return None
     return pairs
+
+
+_ARCHIVE_TYPES = frozenset({"application/zip", "application/x-zip-compressed"})
+
+
+def _declares_archive(metadata: dict[str, str]) -> bool:
+    """``filetype`` (as Uppy and the upload page send it) names a ZIP archive. Only the
+    size limit depends on it; the ingest job looks at the bytes themselves."""
+    return metadata.get("filetype", "").lower() in _ARCHIVE_TYPES
 
 
 def _expires(upload: Upload) -> str:

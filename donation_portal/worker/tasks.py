@@ -40,6 +40,7 @@ def run_ingest(upload_id: str, *, final_attempt: bool) -> str:
         services.deid_key(),
         upload_id,
         final_attempt=final_attempt,
+        max_file_bytes=int(current_app.config["MAX_FILE_BYTES"]),
     )
 
 

@@ -16,11 +16,8 @@ on the final attempt the file ends as rejected with a reason the donor can read.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import BinaryIO
@@ -40,6 +37,7 @@ from donation_portal.adapters.models import (
     FILE_DUPLICATE,
     FILE_ERASED,
     FILE_NEEDS_REVIEW,
+    FILE_PENDING_STATES,
     FILE_PROCESSING,
     FILE_REJECTED,
     UPLOAD_CANCELLED,
@@ -47,18 +45,29 @@ from donation_portal.adapters.models import (
     UPLOAD_PROCESSING,
     UPLOAD_QUEUED,
     DonatedFile,
-    Donation,
     StoredObject,
     Upload,
     object_columns,
     stored_info,
 )
-from donation_portal.workflows import uploads
+from donation_portal.workflows import archives, uploads
+from donation_portal.workflows.deidentified import (
+    DUPLICATE_REASON,
+    Claim,
+    StoreFor,
+    deidentify_into,
+    delete_objects,
+    describe,
+    donated_before,
+    fingerprint,
+    kept_status,
+    too_large,
+)
 from storage import (
+    Backend,
     KeyUnavailable,
     ObjectInfo,
     ObjectNotFound,
-    ObjectStore,
     ObjectWriter,
     StorageFull,
     StorageUnavailable,
@@ -73,24 +82,17 @@ NEEDS_REVIEW = FILE_NEEDS_REVIEW
 REJECTED = FILE_REJECTED
 ERASED = FILE_ERASED
 
-StoreFor = Callable[[Session], ObjectStore]
 _FAILED_REASON = (
     "We could not process this file because of a problem on our side. It was not stored; "
     "please send it again later."
 )
-_DUPLICATE_REASON = "You donated this image before; it is kept once."
+
+
+_READ_BUFFER = 1 << 20
 
 
 class RetryLater(Exception):
     """A transient failure: run the job again later (with back-off)."""
-
-
-@dataclass(frozen=True)
-class _Claim:
-    consent_id: str
-    donor_id: int
-    pseudonym: str
-    parts: list[ObjectInfo]
 
 
 def run_ingest_job(
@@ -100,14 +102,33 @@ def run_ingest_job(
     upload_id: str,
     *,
     final_attempt: bool,
+    max_file_bytes: int = 2**31,
 ) -> str:
-    """Process upload ``upload_id`` once; returns the upload's state afterwards."""
+    """Process upload ``upload_id`` once; returns the upload's state afterwards.
+
+    A ZIP archive (a CD sent as one file) goes to :mod:`archives`; anything else is one file.
+    """
     try:
         work = _claim(session_factory, store_for, upload_id)
         if work is None:
             return _state_of(session_factory, upload_id)
-        claim, source, writer = work
-        produced = _deidentify(deid_key, claim, source, writer)
+        claim, source, backend = work
+        if archives.is_archive(source):
+            return archives.ingest_archive(
+                session_factory,
+                store_for,
+                backend,
+                deid_key,
+                upload_id,
+                claim,
+                source,
+                max_entry_bytes=max_file_bytes,
+            )
+        if sum(part.size for part in claim.parts) > max_file_bytes:
+            source.close()  # declared a ZIP archive for its size limit, but it is not one
+            produced = _Produced(too_large(max_file_bytes), None)
+        else:
+            produced = _deidentify(deid_key, claim, source, backend)
         return _record(session_factory, store_for, deid_key, upload_id, claim, produced)
     except (OperationalError, DBAPIError, StorageUnavailable, StorageFull) as error:
         if not final_attempt:
@@ -126,9 +147,9 @@ def run_ingest_job(
 
 def _claim(
     session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str
-) -> tuple[_Claim, ConcatenatedReader, ObjectWriter] | None:
+) -> tuple[Claim, ConcatenatedReader, Backend] | None:
     """Mark the upload as processing and open what de-identifying needs, in one transaction:
-    the decrypting readers of its parts and a writer to the consent's key scope."""
+    the decrypting readers of its parts and the public key of the consent's key scope."""
     with session_factory() as session:
         begin_write(session)
         upload = session.scalars(
@@ -140,28 +161,28 @@ def _claim(
         upload.attempts += 1
         upload.updated_at = utcnow()
         for row in _files_of(session, upload.id):
-            row.status = FILE_PROCESSING
+            if row.status in FILE_PENDING_STATES:  # an archive's images recorded before stay
+                row.status = FILE_PROCESSING
         record = session.get(consent.Consent, upload.consent_id)
         assert record is not None
-        claim = _Claim(
+        store = store_for(session)
+        claim = Claim(
             consent_id=record.id,
             donor_id=upload.donor_id,
             pseudonym=record.pseudonym,
+            public_key=store.ensure_scope(record.id),
             parts=[stored_info(part) for part in upload.parts],
         )
-        store = store_for(session)
-        public_key = store.ensure_scope(record.id)
         readers: list[BinaryIO] = []
         try:
             for part in claim.parts:
                 readers.append(store.open(part))
-            writer = ObjectWriter(store.backend, claim.consent_id, public_key)
             session.commit()
         except BaseException:
             for reader in readers:
                 reader.close()
             raise
-    return claim, ConcatenatedReader(readers, [part.size for part in claim.parts]), writer
+    return claim, ConcatenatedReader(readers, [part.size for part in claim.parts]), store.backend
 
 
 @dataclass(frozen=True)
@@ -171,13 +192,18 @@ class _Produced:
 
 
 def _deidentify(
-    deid_key: bytes, claim: _Claim, source: ConcatenatedReader, writer: ObjectWriter
+    deid_key: bytes, claim: Claim, source: ConcatenatedReader, backend: Backend
 ) -> _Produced:
     """No transaction is open here: this is the long part."""
     try:
-        outcome = anonymize.deidentify(
-            source, _AppendOnly(writer), key=deid_key, pseudonym=claim.pseudonym
-        )
+        writer = ObjectWriter(backend, claim.consent_id, claim.public_key)
+    except BaseException:
+        source.close()
+        raise
+    try:
+        # pydicom reads element by element: from a buffer, not from the decrypting reader
+        buffered = io.BufferedReader(source, _READ_BUFFER)
+        outcome = deidentify_into(writer, buffered, deid_key, claim.pseudonym)
         if outcome.verdict == anonymize.Verdict.REJECTED:
             writer.abort()
             return _Produced(outcome, None)
@@ -194,7 +220,7 @@ def _record(
     store_for: StoreFor,
     deid_key: bytes,
     upload_id: str,
-    claim: _Claim,
+    claim: Claim,
     produced: _Produced,
 ) -> str:
     info = produced.info
@@ -223,35 +249,33 @@ def _record(
         raise
     if info is not None and keep is None:
         _discard(store_for, session_factory, info)
-    _delete_parts(store_for, session_factory, parts)
+    delete_objects(store_for, session_factory, parts)
     return state
 
 
 def _store_outcome(
-    session: Session, upload: Upload, claim: _Claim, produced: _Produced, deid_key: bytes
+    session: Session, upload: Upload, claim: Claim, produced: _Produced, deid_key: bytes
 ) -> ObjectInfo | None:
     """Fill in the file's row; returns the object kept, or None (rejected or duplicate)."""
     outcome, info = produced.outcome, produced.info
     rows = _files_of(session, upload.id)
     if info is None:
         for row in rows:
-            _describe(row, outcome, FILE_REJECTED)
+            describe(row, outcome, FILE_REJECTED)
         return None
-    fingerprint = _fingerprint(deid_key, claim.donor_id, outcome.sop_instance_uid)
-    if fingerprint is not None and _donated_before(session, claim.donor_id, fingerprint):
+    print_ = fingerprint(deid_key, claim.donor_id, outcome.sop_instance_uid)
+    if print_ is not None and donated_before(session, claim.donor_id, [print_]):
         for row in rows:
-            _describe(row, outcome, FILE_DUPLICATE)
-            row.reason_code, row.reason = "already_donated", _DUPLICATE_REASON
+            describe(row, outcome, FILE_DUPLICATE)
+            row.reason_code, row.reason = "already_donated", DUPLICATE_REASON
         return None
-    status = (
-        FILE_ACCEPTED if outcome.verdict == anonymize.Verdict.DEIDENTIFIED else FILE_NEEDS_REVIEW
-    )
+    status = kept_status(outcome)
     session.add(StoredObject(**object_columns(info)))
     session.flush()
     for row in rows:
-        _describe(row, outcome, status)
+        describe(row, outcome, status)
         row.object_id = info.object_id
-        row.fingerprint = fingerprint
+        row.fingerprint = print_
     consent.audit.record(
         session,
         "donation.uploaded",
@@ -263,44 +287,6 @@ def _store_outcome(
     return info
 
 
-def _describe(row: DonatedFile, outcome: anonymize.Outcome, status: str) -> None:
-    row.status = status
-    row.reason_code = outcome.reason_code
-    row.reason = outcome.reason
-    row.sop_class_uid = outcome.sop_class_uid
-    row.modality = outcome.modality
-    row.study_instance_uid = outcome.study_instance_uid
-    row.series_instance_uid = outcome.series_instance_uid
-    row.sop_instance_uid = outcome.sop_instance_uid
-    row.body_part = outcome.body_part
-    row.patient_sex = outcome.patient_sex
-    row.patient_age_years = outcome.patient_age_years
-    row.study_year = outcome.study_year
-
-
-def _fingerprint(deid_key: bytes, donor_id: int, sop_instance_uid: str | None) -> str | None:
-    """Keyed and scoped to the donor: the de-identified UID is itself a keyed function of the
-    source SOP Instance UID, so the raw UID is never kept, and donors cannot be linked."""
-    if not sop_instance_uid:
-        return None
-    message = f"donated-image:{donor_id}:{sop_instance_uid}".encode()
-    return hmac.new(deid_key, message, hashlib.sha256).hexdigest()
-
-
-def _donated_before(session: Session, donor_id: int, fingerprint: str) -> bool:
-    found = session.scalar(
-        select(DonatedFile.id)
-        .join(Donation, Donation.id == DonatedFile.donation_id)
-        .where(
-            Donation.donor_id == donor_id,
-            DonatedFile.fingerprint == fingerprint,
-            DonatedFile.status.in_((FILE_ACCEPTED, FILE_NEEDS_REVIEW)),
-        )
-        .limit(1)
-    )
-    return found is not None
-
-
 def _files_of(session: Session, upload_id: str) -> list[DonatedFile]:
     return list(session.scalars(select(DonatedFile).where(DonatedFile.upload_id == upload_id)))
 
@@ -308,8 +294,10 @@ def _files_of(session: Session, upload_id: str) -> list[DonatedFile]:
 def _finish_files(
     session: Session, upload_id: str, status: str, code: str | None, reason: str | None
 ) -> None:
+    """Only the files still pending: images of an archive recorded before stay as they are."""
     for row in _files_of(session, upload_id):
-        row.status, row.reason_code, row.reason = status, code, reason
+        if row.status in FILE_PENDING_STATES:
+            row.status, row.reason_code, row.reason = status, code, reason
 
 
 def _fail(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id: str) -> str:
@@ -324,7 +312,7 @@ def _fail(session_factory: sessionmaker[Session], store_for: StoreFor, upload_id
         parts = uploads.release_quarantine(session, upload)
         upload.state = UPLOAD_DONE
         session.commit()
-    _delete_parts(store_for, session_factory, parts)
+    delete_objects(store_for, session_factory, parts)
     return UPLOAD_DONE
 
 
@@ -338,16 +326,7 @@ def _discard(
     store_for: StoreFor, session_factory: sessionmaker[Session], info: ObjectInfo | None
 ) -> None:
     if info is not None:
-        _delete_parts(store_for, session_factory, [info.object_id])
-
-
-def _delete_parts(
-    store_for: StoreFor, session_factory: sessionmaker[Session], object_ids: list[str]
-) -> None:
-    """After the commit: delete objects; failures are logged, the reconciler finishes them."""
-    if object_ids:
-        with session_factory() as session:
-            uploads.delete_quietly(store_for(session), object_ids)
+        delete_objects(store_for, session_factory, [info.object_id])
 
 
 def requeue_stalled(session: Session, queue: JobQueue, stalled_after_seconds: int) -> int:
@@ -369,23 +348,3 @@ def requeue_stalled(session: Session, queue: JobQueue, stalled_after_seconds: in
     if stalled:
         queue.send_ingest(stalled)
     return len(stalled)
-
-
-class _AppendOnly(io.RawIOBase):
-    """A write-only file over an object writer: pydicom asks ``tell()``, it never seeks back."""
-
-    def __init__(self, writer: ObjectWriter) -> None:
-        super().__init__()
-        self._writer = writer
-        self._position = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        count = self._writer.write(data)
-        self._position += count
-        return count
-
-    def tell(self) -> int:
-        return self._position

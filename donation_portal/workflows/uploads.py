@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -61,6 +61,8 @@ class UploadLimits:
     max_bytes_in_flight: int
     max_files_per_day: int
     expiry_seconds: int
+    max_archive_bytes: int = 0
+    unit: str = "one file"  # what max_file_bytes is the limit of, in the donor's words
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> UploadLimits:
@@ -69,7 +71,14 @@ class UploadLimits:
             max_bytes_in_flight=int(settings["UPLOAD_MAX_BYTES_IN_FLIGHT"]),
             max_files_per_day=int(settings["UPLOAD_MAX_FILES_PER_DAY"]),
             expiry_seconds=int(settings["UPLOAD_EXPIRY"]),
+            max_archive_bytes=int(settings["MAX_ARCHIVE_BYTES"]),
         )
+
+    def for_archive(self) -> UploadLimits:
+        """The limits of an upload the client declares a ZIP archive (a whole CD). The
+        ingest job checks the claim: content that is not an archive is held to
+        ``max_file_bytes`` there, and so is every image inside one."""
+        return replace(self, max_file_bytes=self.max_archive_bytes, unit="one ZIP archive")
 
 
 class UploadError(Exception):
@@ -137,7 +146,7 @@ def check_length(length: int, limits: UploadLimits) -> None:
         raise TooLarge("The file is empty.")
     if length > limits.max_file_bytes:
         limit = f"{limits.max_file_bytes / 2**20:.0f} MiB"
-        raise TooLarge(f"The file is larger than the {limit} limit for one file.")
+        raise TooLarge(f"The file is larger than the {limit} limit for {limits.unit}.")
 
 
 def check_active(session: Session, consent_id: str) -> None:

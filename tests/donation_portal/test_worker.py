@@ -143,7 +143,9 @@ def fake_ingest(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     calls: list[dict[str, Any]] = []
 
-    def run_ingest_job(session_factory, store_for, deid_key, upload_id, *, final_attempt):  # type: ignore[no-untyped-def]
+    def run_ingest_job(  # type: ignore[no-untyped-def]
+        session_factory, store_for, deid_key, upload_id, *, final_attempt, max_file_bytes
+    ):
         calls.append(
             {
                 "session_factory": session_factory,
@@ -151,6 +153,7 @@ def fake_ingest(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
                 "deid_key": deid_key,
                 "upload_id": upload_id,
                 "final_attempt": final_attempt,
+                "max_file_bytes": max_file_bytes,
             }
         )
         if upload_id.startswith("flaky") and not final_attempt:
@@ -176,6 +179,7 @@ def test_ingest_retries_transient_errors_then_makes_a_final_attempt(
     assert call["session_factory"] is app.extensions["portal_sessionmaker"]
     assert call["store_for"] is services.object_store
     assert call["deid_key"] == read_secret_file(tmp_path / "instance" / "keys" / "deid.key")
+    assert call["max_file_bytes"] == app.config["MAX_FILE_BYTES"]
 
 
 def test_ingest_gives_up_loudly_after_the_last_attempt(

@@ -97,19 +97,25 @@ def _wait(event_: threading.Event, what: str) -> None:
 def test_withdrawal_committed_while_the_job_deidentifies_stores_nothing(
     portal: Portal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """(a) The job has claimed the upload and is reading the decrypted parts (paused after its
-    first read of the source stream) when an erase withdrawal commits on its own connection.
-    Released, the job finishes de-identifying, finds the upload cancelled under its locks,
-    and deletes what it wrote: no stored object, no row pointing at one, no key, nothing in
-    storage (neither parts nor output nor a partial write)."""
+    """(a) The job has claimed the upload and is reading the decrypted parts (paused at its
+    first read while writing the output) when an erase withdrawal commits on its own
+    connection. Released, the job finishes de-identifying, finds the upload cancelled under
+    its locks, and deletes what it wrote: no stored object, no row pointing at one, no key,
+    nothing in storage (neither parts nor output nor a partial write)."""
     upload_id = _queued_upload(portal)
     consent_id = portal.consent_id()
     reading, resume = threading.Event(), threading.Event()
 
     class PausingReader(ConcatenatedReader):
+        """Pauses at its second read: the first is the job's look at the file type (is it a
+        ZIP archive?), the second is de-identifying's, with the output being written."""
+
+        reads = 0
+
         def readinto(self, buffer: Any) -> int:
             count = super().readinto(buffer)
-            if not reading.is_set():
+            self.reads += 1
+            if self.reads == 2 and not reading.is_set():
                 reading.set()
                 resume.wait(WAIT_SECONDS)
             return count

@@ -31,6 +31,8 @@
 
   function create(file) {
     var meta = "submission " + btoa(submission);
+    // only the type, never the name (a file name can name the patient)
+    if (file.type) { meta += ",filetype " + btoa(file.type); }
     return fetch(endpoint, {
       method: "POST", credentials: "same-origin",
       headers: headers({ "Upload-Length": String(file.size), "Upload-Metadata": meta })
