@@ -55,6 +55,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,8 @@ REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 SIDE = 512
 SEED = 20240611
 START_TIMEOUT = 90.0
+PIECE = 8 * 2**20  # the upload page's tus piece size
+ZIP_METHOD = int(os.environ.get("BENCH_ZIP_METHOD", zipfile.ZIP_DEFLATED))
 STOP_TIMEOUT = 40.0
 PASSWORD = "bench-donor-password-1"  # noqa: S105 (a throw-away account in a throw-away DB)
 PENDING = {"waiting", "processing"}
@@ -95,6 +98,7 @@ def say(text: str) -> None:
 class Donor:
     number: int
     files: list[bytes]
+    archive: bytes = b""  # the same files as one ZIP archive, as a CD is zipped
     email: str = ""
     cookies: dict[str, str] = field(default_factory=dict)
     csrf: str = ""
@@ -425,11 +429,70 @@ def upload_all(
             bad.append(f"donor {donor.number}: Upload-Offset {offset} of {len(body)}")
     if donor.created == 0:
         return  # every upload was refused: counted as errors, nothing to wait for
+    _find_donation(http_)
+
+
+def upload_archive(
+    http_: Http, started: Callable[[], None], bad: list[str], latencies: list[float]
+) -> None:
+    """The donor's files as one ZIP archive, sent as the upload page sends a large file: a
+    tus creation with the first piece, then PATCH requests of ``PIECE`` bytes each."""
+    donor = http_.donor
+    body = donor.archive
+    metadata = "submission " + base64.b64encode(donor.submission.encode()).decode()
+    headers = {
+        "Tus-Resumable": "1.0.0",
+        "Content-Type": "application/offset+octet-stream",
+        "X-CSRFToken": donor.csrf,
+    }
+    started()
+    sent = time.perf_counter()
+    try:
+        status, response, _ = http_.request(
+            "POST",
+            "/uploads/",
+            body[:PIECE],
+            {**headers, "Upload-Length": str(len(body)), "Upload-Metadata": metadata},
+        )
+        location = response.headers.get("Location", "")
+        offset = int(response.headers.get("Upload-Offset") or 0)
+        while status in (201, 204) and offset < len(body):
+            status, response, _ = http_.request(
+                "PATCH",
+                urllib.parse.urlsplit(location).path,
+                body[offset : offset + PIECE],
+                {**headers, "Upload-Offset": str(offset)},
+            )
+            offset = int(response.headers.get("Upload-Offset") or offset)
+    except OSError:
+        return
+    latencies.append(time.perf_counter() - sent)
+    if status not in (201, 204) or offset != len(body):
+        bad.append(f"donor {donor.number}: archive ended at {offset} of {len(body)} ({status})")
+        return
+    donor.created = len(donor.files)
+    _find_donation(http_)
+
+
+def _find_donation(http_: Http) -> None:
     _, _, page = http_.request("GET", "/")
     found = re.search(rb'href="/donations/([A-Za-z0-9_-]{12,})"', page)
     if found is None:
-        raise RuntimeError(f"donor {donor.number}: no donation on the home page")
-    donor.donation_id = found.group(1).decode()
+        raise RuntimeError(f"donor {http_.donor.number}: no donation on the home page")
+    http_.donor.donation_id = found.group(1).decode()
+
+
+def zip_of(files: list[bytes]) -> bytes:
+    """A CD's DICOM folder zipped with the operating system's default (deflate)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=ZIP_METHOD) as archive:
+        for number, content in enumerate(files):
+            archive.writestr(f"DICOM/ST000000/SE000000/IM{number:06d}", content)
+    return out.getvalue()
+
+
+UPLOADERS = {"files": upload_all, "zip": upload_archive}
+SENT = {"files": "one upload per file", "zip": "one ZIP per donor"}
 
 
 @dataclass
@@ -452,8 +515,10 @@ def drive(
     groups: Callable[[], dict[str, list[int]]],
     profiler: Profiler | None = None,
     diagnose: Callable[[], str] = str,
+    mode: str = "files",
 ) -> Load:
-    """Enrol every donor, then all upload at once; poll status.json until nothing pends."""
+    """Enrol every donor, then all upload at once (each file one upload, or each donor one
+    ZIP archive); poll status.json until nothing pends."""
     setup_errors: Counter[str] = Counter()
     lock = threading.Lock()
     browsers = [Http(port, donor, setup_errors, lock) for donor in donors]
@@ -478,7 +543,8 @@ def drive(
         profiler.start()
     before = cpu_by_group(groups())
     try:
-        run_threads([lambda b=b: upload_all(b, started, bad, latencies) for b in browsers])
+        upload = UPLOADERS[mode]
+        run_threads([lambda b=b: upload(b, started, bad, latencies) for b in browsers])
         uploaded = time.time()
         if bad:
             errors.update(bad)
@@ -656,6 +722,7 @@ def portal_turn(
     turn: int,
     redis_dbs: list[int],
     cleanup: Cleanup,
+    mode: str,
 ) -> Load:
     """The production stack on a fresh PostgreSQL database; the load; everything stopped."""
     depth = 0
@@ -672,7 +739,7 @@ def portal_turn(
     for number in redis_dbs:  # nothing left over from the previous turn
         with redis.Redis(REDIS_HOST, REDIS_PORT, db=number) as client:
             client.flushdb()
-    instance = tmp / f"serve-{turn}"
+    instance = tmp / f"serve-{mode}-{turn}"
     prepare_instance(instance)
     cleanup.push(f"remove {instance}", lambda: shutil.rmtree(instance, ignore_errors=True))
     depth += 1
@@ -697,7 +764,7 @@ def portal_turn(
         f"make serve #{turn}",
         [PYTHON, "-m", "donation_portal.cli.run_dev", "--procfile", str(ROOT / "Procfile")],
         env,
-        tmp / f"serve-{turn}.log",
+        tmp / f"serve-{mode}-{turn}.log",
     )
     cleanup.push(f"stop {stack.name}", stack.stop)
     depth += 1
@@ -713,7 +780,7 @@ def portal_turn(
             return float(row[0])
 
         profiler = (
-            Profiler(Path(args.profile), stack, f"serve-{turn}", args.profile_mode)
+            Profiler(Path(args.profile), stack, f"serve-{mode}-{turn}", args.profile_mode)
             if args.profile
             else None
         )
@@ -746,7 +813,9 @@ def portal_turn(
                 ).fetchall()
             return f"uploads by state {dict(uploads)}, files by status {dict(files)}"
 
-        load = drive(port, donors, last_processed, args.timeout, groups, profiler, diagnose)
+        load = drive(
+            port, donors, last_processed, args.timeout, groups, profiler, diagnose, mode
+        )
         keep_log(args, stack.log)
         return load
     except BaseException:
@@ -770,9 +839,11 @@ def publish_consent(env: dict[str, str]) -> None:
     subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def dev_turn(args: argparse.Namespace, tmp: Path, donors: list[Donor], cleanup: Cleanup) -> Load:
+def dev_turn(
+    args: argparse.Namespace, tmp: Path, donors: list[Donor], cleanup: Cleanup, mode: str
+) -> Load:
     """The development stack (make run) in a fresh instance folder."""
-    instance = tmp / "run"
+    instance = tmp / f"run-{mode}"
     cleanup.push(f"remove {instance}", lambda: shutil.rmtree(instance, ignore_errors=True))
     port = free_port()
     env = base_env()
@@ -781,7 +852,7 @@ def dev_turn(args: argparse.Namespace, tmp: Path, donors: list[Donor], cleanup: 
         "make run",
         [PYTHON, "-m", "donation_portal.cli.run_dev", "--host", "127.0.0.1", "--port", str(port)],
         env,
-        tmp / "run.log",
+        tmp / f"run-{mode}.log",
     )
     cleanup.push(f"stop {stack.name}", stack.stop)
     try:
@@ -800,7 +871,9 @@ def dev_turn(args: argparse.Namespace, tmp: Path, donors: list[Donor], cleanup: 
             return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
 
         profiler = (
-            Profiler(Path(args.profile), stack, "run", args.profile_mode) if args.profile else None
+            Profiler(Path(args.profile), stack, f"run-{mode}", args.profile_mode)
+            if args.profile
+            else None
         )
 
         def groups() -> dict[str, list[int]]:
@@ -812,7 +885,7 @@ def dev_turn(args: argparse.Namespace, tmp: Path, donors: list[Donor], cleanup: 
                 "load generator": [-os.getpid()],
             }
 
-        load = drive(port, donors, last_processed, args.timeout, groups, profiler)
+        load = drive(port, donors, last_processed, args.timeout, groups, profiler, mode=mode)
         keep_log(args, stack.log)
         return load
     except BaseException:
@@ -932,6 +1005,13 @@ def main(argv: list[str] | None = None) -> int:
         default=300.0,
         help="seconds to wait for the files of one turn to be processed",
     )
+    parser.add_argument(
+        "--send",
+        choices=("files", "zip", "both"),
+        default="both",
+        help="each file one tus upload (a folder chosen on the upload page), each donor's "
+        "files one ZIP archive (a CD zipped), or both in turn (default)",
+    )
     parser.add_argument("--skip-dev", action="store_true", help="no make run figure")
     parser.add_argument("--skip-serve", action="store_true", help="only the make run figure")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the stacks' logs here")
@@ -972,6 +1052,9 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> int:
     src = tmp / "src"
     paths = make_dataset(src, args.donors, args.files_per_donor)
     donors = [Donor(n, [p.read_bytes() for p in mine]) for n, mine in enumerate(paths)]
+    modes = ("files", "zip") if args.send == "both" else (args.send,)
+    for donor in donors:
+        donor.archive = zip_of(donor.files) if "zip" in modes else b""
     files = sum(len(d.files) for d in donors)
     megabytes = sum(len(b) for d in donors for b in d.files) / 1e6
     key_file = tmp / "deid.key"
@@ -994,41 +1077,41 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> int:
                     db.flushdb()
 
         cleanup.push("empty the Redis databases", empty_redis)
-        portal: list[Load] = []
+        portal: dict[str, list[Load]] = {mode: [] for mode in modes}
         plain: list[float] = []
         for turn in range(1, args.runs + 1):
-            load = portal_turn(args, tmp, donors, turn, redis_dbs, cleanup)
-            portal.append(load)
-            say(f"turn {turn} portal (make serve, PostgreSQL): {describe(load)}")
+            for mode in modes:
+                load = portal_turn(args, tmp, donors, turn, redis_dbs, cleanup, mode)
+                portal[mode].append(load)
+                say(f"turn {turn} portal (make serve, PostgreSQL, {SENT[mode]}): {describe(load)}")
+                say(f"  CPU ms per file: portal {cpu_line(load)}; {latency_line(load)}")
             seconds, cpu = baseline_turn(args, tmp, src, key_file, turn)
             plain.append(seconds)
             say(
                 f"turn {turn} baseline (anonymize --workers {args.workers}): "
-                f"{files / seconds:7.2f} files/s  ({seconds:6.2f} s)"
+                f"{files / seconds:7.2f} files/s  ({seconds:6.2f} s); "
+                f"CPU ms per file {1000 * cpu / files:.0f}"
             )
-            say(
-                f"  CPU ms per file: portal {cpu_line(load)}; "
-                f"baseline {1000 * cpu / files:.0f}; {latency_line(load)}"
-            )
-        best = max(load.files / load.seconds for load in portal)
         best_plain = files / min(plain)
-        ratio = best / best_plain
-        errors = sum(failures(load) for load in portal)
-        verdict = "PASS" if ratio >= TARGET_RATIO and errors == 0 else "FAIL"
-        say(
-            f"best of {args.runs}: portal {best:.2f} files/s, baseline {best_plain:.2f} "
-            f"files/s, ratio {ratio:.2f} (target >= {TARGET_RATIO}), errors {errors}: "
-            f"{verdict}"
-        )
-        for load in portal:
-            list_errors(load)
-        if verdict == "FAIL":
-            status = 1
-    if not args.skip_dev:
-        load = dev_turn(args, tmp, donors, cleanup)
+        for mode in modes:
+            best = max(load.files / load.seconds for load in portal[mode])
+            ratio = best / best_plain
+            errors = sum(failures(load) for load in portal[mode])
+            verdict = "PASS" if ratio >= TARGET_RATIO and errors == 0 else "FAIL"
+            say(
+                f"best of {args.runs}, {SENT[mode]}: portal {best:.2f} files/s, baseline "
+                f"{best_plain:.2f} files/s, ratio {ratio:.2f} (target >= {TARGET_RATIO}), "
+                f"errors {errors}: {verdict}"
+            )
+            for load in portal[mode]:
+                list_errors(load)
+            if verdict == "FAIL":
+                status = 1
+    for mode in modes if not args.skip_dev else ():
+        load = dev_turn(args, tmp, donors, cleanup, mode)
         errors = failures(load)
         say(
-            f"make run (SQLite, embedded broker, one worker): {describe(load)}: "
+            f"make run (SQLite, embedded broker, one worker, {SENT[mode]}): {describe(load)}: "
             f"{'PASS' if errors == 0 else 'FAIL'} (target 0 errors)"
         )
         say(f"  CPU ms per file: {cpu_line(load)}; {latency_line(load)}")
