@@ -80,7 +80,6 @@ SIDE = 512
 SEED = 20240611
 START_TIMEOUT = 90.0
 PIECE = 8 * 2**20  # the upload page's tus piece size
-ZIP_METHOD = int(os.environ.get("BENCH_ZIP_METHOD", zipfile.ZIP_DEFLATED))
 STOP_TIMEOUT = 40.0
 PASSWORD = "bench-donor-password-1"  # noqa: S105 (a throw-away account in a throw-away DB)
 PENDING = {"waiting", "processing"}
@@ -485,7 +484,7 @@ def _find_donation(http_: Http) -> None:
 def zip_of(files: list[bytes]) -> bytes:
     """A CD's DICOM folder zipped with the operating system's default (deflate)."""
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=ZIP_METHOD) as archive:
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for number, content in enumerate(files):
             archive.writestr(f"DICOM/ST000000/SE000000/IM{number:06d}", content)
     return out.getvalue()
