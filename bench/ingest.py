@@ -6,7 +6,7 @@
 
 Generates a CT-like data set (``--donors`` patients x ``--files-per-donor`` slices of
 512x512 16-bit, about 0.5 MB each, from pydicom's CT_small.dcm with new UIDs, names and
-pixel data; fixed seed), then, contenders taking turns (best of ``--runs``):
+pixel data: a body phantom with noise; fixed seed), then, contenders taking turns (best of ``--runs``):
 
 * **portal** - the production stack started the way ``make serve`` starts it (PORTAL_ENV=
   production, ``run_dev --procfile Procfile``: migrations, gunicorn, a Celery worker with
@@ -117,8 +117,8 @@ def make_dataset(folder: Path, donors: int, per_donor: int) -> list[list[Path]]:
         study = generate_uid(entropy_srcs=[str(SEED), "study", str(d)])
         series = generate_uid(entropy_srcs=[str(SEED), "series", str(d)])
         frame = generate_uid(entropy_srcs=[str(SEED), "frame", str(d)])
-        # 12-bit noise as the image; each slice differs in a band of its own
-        base = bytearray(_twelve_bit(rng.randbytes(SIDE * SIDE * 2)))
+        # a body-shaped phantom with noise as the image; each slice differs in a band of its own
+        base = bytearray(_phantom(rng))
         mine: list[Path] = []
         for s in range(per_donor):
             ds = copy.deepcopy(template)
@@ -145,7 +145,7 @@ def make_dataset(folder: Path, donors: int, per_donor: int) -> list[list[Path]]:
             ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
             ds.PixelRepresentation = 0
             band = (s * 4096) % len(base)
-            base[band : band + 4096] = _twelve_bit(rng.randbytes(4096))
+            base[band : band + 4096] = _renoised(base[band : band + 4096], rng)
             ds.PixelData = bytes(base)
             path = series_dir / f"{s:04d}.dcm"
             ds.save_as(path, enforce_file_format=True)
@@ -154,10 +154,38 @@ def make_dataset(folder: Path, donors: int, per_donor: int) -> list[list[Path]]:
     return paths
 
 
-def _twelve_bit(data: bytes) -> bytes:
-    """Little-endian 16-bit samples with the top 4 bits cleared (BitsStored 12)."""
-    mask = int.from_bytes(b"\xff\x0f" * (len(data) // 2), "little")
-    return (int.from_bytes(data, "little") & mask).to_bytes(len(data), "little")
+def _phantom(rng: random.Random) -> bytes:
+    """A CT slice as CT slices are: air (-1000 HU) around an elliptic body of soft tissue
+    (about 40 HU) inside a ring of bone, with noise (8 HU in air, 15 in tissue), and padding (stored 0) outside the
+    round field of view; stored values are HU + 1024. Pure noise would make every file
+    incompressible, which real images are not (a deflated CD is about half its size)."""
+    samples = bytearray()
+    centre = SIDE / 2
+    for y in range(SIDE):
+        for x in range(SIDE):
+            dx, dy = (x - centre) / centre, (y - centre) / centre
+            body = (dx / 0.8) ** 2 + (dy / 0.6) ** 2
+            if dx * dx + dy * dy > 1.0:
+                value = 0
+            elif body > 1.0:
+                value = 24 + int(rng.gauss(0, 8))
+            elif body > 0.85:
+                value = 1724 + int(rng.gauss(0, 40))
+            else:
+                value = 1064 + int(rng.gauss(0, 15))
+            samples += max(0, min(4095, value)).to_bytes(2, "little")
+    return bytes(samples)
+
+
+def _renoised(samples: bytes | bytearray, rng: random.Random) -> bytes:
+    """The same tissue with new noise (padding stays padding)."""
+    out = bytearray()
+    for offset in range(0, len(samples), 2):
+        value = int.from_bytes(samples[offset : offset + 2], "little")
+        if value:
+            value = max(1, min(4095, value + int(rng.gauss(0, 15))))
+        out += value.to_bytes(2, "little")
+    return bytes(out)
 
 
 # --- processes --------------------------------------------------------------------------
