@@ -12,7 +12,7 @@ import hmac
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -59,19 +59,27 @@ def kept_status(outcome: anonymize.Outcome) -> str:
     return FILE_NEEDS_REVIEW
 
 
+def described(outcome: anonymize.Outcome, status: str) -> dict[str, Any]:
+    """The columns of a donated file that its outcome fills in."""
+    return {
+        "status": status,
+        "reason_code": outcome.reason_code,
+        "reason": outcome.reason,
+        "sop_class_uid": outcome.sop_class_uid,
+        "modality": outcome.modality,
+        "study_instance_uid": outcome.study_instance_uid,
+        "series_instance_uid": outcome.series_instance_uid,
+        "sop_instance_uid": outcome.sop_instance_uid,
+        "body_part": outcome.body_part,
+        "patient_sex": outcome.patient_sex,
+        "patient_age_years": outcome.patient_age_years,
+        "study_year": outcome.study_year,
+    }
+
+
 def describe(row: DonatedFile, outcome: anonymize.Outcome, status: str) -> None:
-    row.status = status
-    row.reason_code = outcome.reason_code
-    row.reason = outcome.reason
-    row.sop_class_uid = outcome.sop_class_uid
-    row.modality = outcome.modality
-    row.study_instance_uid = outcome.study_instance_uid
-    row.series_instance_uid = outcome.series_instance_uid
-    row.sop_instance_uid = outcome.sop_instance_uid
-    row.body_part = outcome.body_part
-    row.patient_sex = outcome.patient_sex
-    row.patient_age_years = outcome.patient_age_years
-    row.study_year = outcome.study_year
+    for column, value in described(outcome, status).items():
+        setattr(row, column, value)
 
 
 def fingerprint(deid_key: bytes, donor_id: int, sop_instance_uid: str | None) -> str | None:
