@@ -6,7 +6,8 @@
 
 Generates a CT-like data set (``--donors`` patients x ``--files-per-donor`` slices of
 512x512 16-bit, about 0.5 MB each, from pydicom's CT_small.dcm with new UIDs, names and
-pixel data: a body phantom with noise; fixed seed), then, contenders taking turns (best of ``--runs``):
+pixel data: a body phantom with noise; fixed seed), then, contenders taking turns (best
+of ``--runs``):
 
 * **portal** - the production stack started the way ``make serve`` starts it (PORTAL_ENV=
   production, ``run_dev --procfile Procfile``: migrations, gunicorn, a Celery worker with
@@ -156,9 +157,10 @@ def make_dataset(folder: Path, donors: int, per_donor: int) -> list[list[Path]]:
 
 def _phantom(rng: random.Random) -> bytes:
     """A CT slice as CT slices are: air (-1000 HU) around an elliptic body of soft tissue
-    (about 40 HU) inside a ring of bone, with noise (8 HU in air, 15 in tissue), and padding (stored 0) outside the
-    round field of view; stored values are HU + 1024. Pure noise would make every file
-    incompressible, which real images are not (a deflated CD is about half its size)."""
+    (about 40 HU) inside a ring of bone, with noise (8 HU in air, 15 in tissue), and padding
+    (stored 0) outside the round field of view; stored values are HU + 1024. Pure noise
+    would make every file incompressible, which real images are not (a deflated CD is about
+    half its size)."""
     samples = bytearray()
     centre = SIDE / 2
     for y in range(SIDE):
