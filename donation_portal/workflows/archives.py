@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import anonymize
@@ -42,7 +42,6 @@ from donation_portal.adapters.models import (
     UPLOAD_DONE,
     UPLOAD_PROCESSING,
     DonatedFile,
-    Donation,
     StoredObject,
     Upload,
     object_columns,
@@ -52,6 +51,7 @@ from donation_portal.workflows.deidentified import (
     DUPLICATE_REASON,
     Claim,
     StoreFor,
+    audit_uploaded,
     deidentify_into,
     delete_objects,
     described,
@@ -278,7 +278,7 @@ def _store_batch(
         if image.info is not None
     }
     given = donated_before(session, claim.donor_id, [p for p in prints.values() if p])
-    first = _next_position(session, upload)
+    first = uploads.next_position(session, upload.donation_id)
     objects: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     discard: list[str] = []
@@ -311,29 +311,8 @@ def _store_batch(
         session.execute(insert(StoredObject), objects)
     session.execute(insert(DonatedFile), rows)
     statuses = Counter(row["status"] for row in rows)
-    consent.audit.record(
-        session,
-        "donation.uploaded",
-        actor="system:ingest",
-        subject_type="donation",
-        subject_id=upload.donation_id,
-        detail={"consent_id": claim.consent_id, "files": dict(sorted(statuses.items()))},
-    )
+    audit_uploaded(session, upload, {"files": dict(sorted(statuses.items()))})
     return discard
-
-
-def _next_position(session: Session, upload: Upload) -> int:
-    """The first free position at the end of the donation, under the donation row's lock
-    (which keeps the positions of concurrent writers distinct)."""
-    session.execute(
-        select(Donation.id).where(Donation.id == upload.donation_id).with_for_update()
-    ).all()
-    last = session.scalar(
-        select(func.coalesce(func.max(DonatedFile.position), 0)).where(
-            DonatedFile.donation_id == upload.donation_id
-        )
-    )
-    return int(last or 0) + 1
 
 
 def _waiting_row(session: Session, upload_id: str) -> DonatedFile | None:

@@ -18,11 +18,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 import anonymize
+import consent
 from donation_portal.adapters.models import (
     FILE_ACCEPTED,
     FILE_NEEDS_REVIEW,
     DonatedFile,
     Donation,
+    Upload,
 )
 from donation_portal.workflows import uploads
 from storage import ObjectInfo, ObjectStore, ObjectWriter
@@ -80,6 +82,18 @@ def described(outcome: anonymize.Outcome, status: str) -> dict[str, Any]:
 def describe(row: DonatedFile, outcome: anonymize.Outcome, status: str) -> None:
     for column, value in described(outcome, status).items():
         setattr(row, column, value)
+
+
+def audit_uploaded(session: Session, upload: Upload, detail: dict[str, Any]) -> None:
+    """The audit entry of files recorded from an upload (one file, or a batch of an archive)."""
+    consent.audit.record(
+        session,
+        "donation.uploaded",
+        actor="system:ingest",
+        subject_type="donation",
+        subject_id=upload.donation_id,
+        detail={"consent_id": upload.consent_id, **detail},
+    )
 
 
 def fingerprint(deid_key: bytes, donor_id: int, sop_instance_uid: str | None) -> str | None:

@@ -55,6 +55,7 @@ from donation_portal.workflows.deidentified import (
     DUPLICATE_REASON,
     Claim,
     StoreFor,
+    audit_uploaded,
     deidentify_into,
     delete_objects,
     describe,
@@ -276,14 +277,7 @@ def _store_outcome(
         describe(row, outcome, status)
         row.object_id = info.object_id
         row.fingerprint = print_
-    consent.audit.record(
-        session,
-        "donation.uploaded",
-        actor="system:ingest",
-        subject_type="donation",
-        subject_id=upload.donation_id,
-        detail={"consent_id": claim.consent_id, "status": status},
-    )
+    audit_uploaded(session, upload, {"status": status})
     return info
 
 

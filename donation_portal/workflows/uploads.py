@@ -272,19 +272,11 @@ def hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
     The donation row lock keeps the files' positions distinct when several of a batch finish
     at once."""
     upload.state = UPLOAD_QUEUED  # before any query flushes the row: one INSERT, no UPDATE
-    session.execute(
-        select(Donation.id).where(Donation.id == upload.donation_id).with_for_update()
-    ).all()
-    position = session.scalar(
-        select(func.coalesce(func.max(DonatedFile.position), 0)).where(
-            DonatedFile.donation_id == upload.donation_id
-        )
-    )
     session.add(
         DonatedFile(
             donation_id=upload.donation_id,
             consent_id=upload.consent_id,
-            position=int(position or 0) + 1,
+            position=next_position(session, upload.donation_id),
             size=upload.length,
             status=FILE_WAITING,
             upload_id=upload.id,
@@ -292,6 +284,18 @@ def hand_over(session: Session, upload: Upload, queue: JobQueue) -> None:
     )
     session.flush()
     ingest_after_commit(session, queue, [upload.id])
+
+
+def next_position(session: Session, donation_id: str) -> int:
+    """The first free file position at the end of the donation, under the donation row's
+    lock (which keeps the positions of concurrent writers distinct)."""
+    session.execute(select(Donation.id).where(Donation.id == donation_id).with_for_update()).all()
+    last = session.scalar(
+        select(func.coalesce(func.max(DonatedFile.position), 0)).where(
+            DonatedFile.donation_id == donation_id
+        )
+    )
+    return int(last or 0) + 1
 
 
 def expire_uploads(session: Session, store: ObjectStore) -> int:
