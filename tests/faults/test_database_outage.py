@@ -366,6 +366,26 @@ class Outage(threading.Thread):
             self.admin.dispose()
 
 
+def assert_every_acknowledged_upload_complete(portal: Portal, tally: Tally) -> None:
+    """Every acknowledged upload is there, at least at its acknowledged offset, complete,
+    with parts that decrypt to the bytes sent, its file waiting for its job; and no request
+    failed otherwise than with 503 or 500 (500s are left to the caller, which reports them
+    last, so that these checks hold even while the product answers some)."""
+    for upload_id, acked in tally.acked.items():
+        upload = portal.upload(upload_id)
+        content = tally.sources[upload_id]
+        assert upload.offset >= acked
+        assert (upload.offset, upload.state) == (len(content), "queued"), upload_id
+        assert portal.parts_sha256(upload_id) == (
+            len(content),
+            hashlib.sha256(content).hexdigest(),
+        )
+    by_upload = {row.upload_id: row.status for row in portal.files()}
+    assert all(by_upload.get(u) == "waiting" for u in tally.acked), by_upload
+    others = [p for p in tally.problems if p not in tally.errors]
+    assert others == [], "\n".join(others[:20])
+
+
 def test_acknowledged_uploads_survive_dropped_connections_under_load(pg_portal: Portal) -> None:
     """Four donors send three files each in pieces through gunicorn (2 workers x 4
     threads, as the Procfile runs it) while the database drops their connections
@@ -397,22 +417,7 @@ def test_acknowledged_uploads_survive_dropped_connections_under_load(pg_portal: 
     assert outage.killed_waiting > 0, "no PATCH was caught waiting for its upload's key"
     assert tally.statuses[503] > 0, f"the outage never failed a request: {dict(tally.statuses)}"
 
-    # every acknowledged upload is there, at least at its acknowledged offset, and complete
-    for upload_id, acked in tally.acked.items():
-        upload = portal.upload(upload_id)
-        content = tally.sources[upload_id]
-        assert upload.offset >= acked
-        assert (upload.offset, upload.state) == (len(content), "queued"), upload_id
-        assert portal.parts_sha256(upload_id) == (
-            len(content),
-            hashlib.sha256(content).hexdigest(),
-        )
-    by_upload = {row.upload_id: row.status for row in portal.files()}
-    assert all(by_upload.get(u) == "waiting" for u in tally.acked), by_upload
-
-    # last, so that the checks above hold even while the product answers some 500s
-    others = [p for p in tally.problems if p not in tally.errors]
-    assert others == [], "\n".join(others[:20])
+    assert_every_acknowledged_upload_complete(portal, tally)
     if tally.errors:
         raise ServerError(
             f"{len(tally.errors)} requests got 500 (gunicorn.log has them by correlation ID; "

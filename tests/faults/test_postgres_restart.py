@@ -18,7 +18,6 @@ each file waits for its job. PostgreSQL-only by nature: the test's ID says ``[po
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import time
@@ -36,7 +35,14 @@ from donation_portal.cli.dev_setup import prepare_instance
 from .conftest import Portal
 from .private_postgres import PrivatePostgres, private_postgres
 from .processes import WebServer
-from .test_database_outage import DEADLINE_SECONDS, DONORS, Donor, ServerError, Tally
+from .test_database_outage import (
+    DEADLINE_SECONDS,
+    DONORS,
+    Donor,
+    ServerError,
+    Tally,
+    assert_every_acknowledged_upload_complete,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
@@ -193,22 +199,7 @@ def test_acknowledged_uploads_survive_a_real_postgres_restart_under_load(
         restarter.lost
     )
 
-    # every acknowledged upload is there, at least at its acknowledged offset, and complete
-    for upload_id, acked in tally.acked.items():
-        upload = portal.upload(upload_id)
-        content = tally.sources[upload_id]
-        assert upload.offset >= acked
-        assert (upload.offset, upload.state) == (len(content), "queued"), upload_id
-        assert portal.parts_sha256(upload_id) == (
-            len(content),
-            hashlib.sha256(content).hexdigest(),
-        )
-    by_upload = {row.upload_id: row.status for row in portal.files()}
-    assert all(by_upload.get(u) == "waiting" for u in tally.acked), by_upload
-
-    # last, so that the checks above hold even while the product answers some 500s
-    others = [p for p in tally.problems if p not in tally.errors]
-    assert others == [], "\n".join(others[:20])
+    assert_every_acknowledged_upload_complete(portal, tally)
     if tally.errors:
         correlations = [
             m.group(1) for e in tally.errors if (m := re.search(r"correlation (\w+)", e))
