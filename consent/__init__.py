@@ -12,13 +12,17 @@ Templates
     template_id(spec), template_is_intact(template), ensure_signable(session, template),
     duo_terms_table() -> {id: DuoTerm}.
 Records (state is derived from append-only events; each event is audited as consent.<kind>)
-    sign_consent(...) -> SignedConsent(consent, event, withdrawal_code),
-    give_consent(...) -> Consent, state/states/in_force, active_consent, withdrawn_ids,
-    excluded_ids, events, get_consent, granted_modules, duo_terms,
-    withdraw_consent(session, id, mode="stop_use"|"erase") -> Withdrawal,
-    withdraw(session, consent, erase=...), withdraw_modules/withdraw_module,
-    check_withdrawal_code, withdraw_with_code(session, id, code, mode=..., modules=None),
-    needs_review(session, subject_ref, language), reconsent(...), expiring, expire_due.
+    ``consent.signing``: sign_consent(...) -> SignedConsent(consent, event, withdrawal_code),
+    reconsent(...) -> SignedConsent (the previous consent is superseded).
+    ``consent.policy`` (pure): the state a consent's events and expiry mean; an unknown
+    consent ID is UnknownConsent, never active.
+    ``consent.queries``: get_consent, events, state/states/in_force, active_consent,
+    excluded_ids, granted_modules, duo_terms, needs_review(session, subject_ref, language),
+    expiring. ``consent.expiry``: expire_due.
+    ``consent.withdrawal``: withdraw_consent(session, id, mode="stop_use"|"erase") -> Withdrawal,
+    withdraw_modules(session, id, modules) -> [ConsentEvent], check_withdrawal_code, and
+    with the receipt's code: withdraw_consent_with_code -> Withdrawal,
+    withdraw_modules_with_code -> [ConsentEvent].
 Receipts: ReceiptSigner (Ed25519 key), issue_receipt/build_receipt/sign_receipt,
     verify_receipt(document, keys) -> content (InvalidReceipt otherwise), public_keys(jwks).
 FHIR R4: to_fhir_consent(session, id), to_fhir_questionnaire(template).
@@ -43,8 +47,23 @@ from consent.errors import (
     UnknownConsent,
     WrongWithdrawalCode,
 )
+from consent.expiry import expire_due
 from consent.fhir import to_fhir_consent, to_fhir_questionnaire
 from consent.models import AuditEntry, Consent, ConsentEvent, ConsentTemplate
+from consent.policy import ACTIVE, EXPIRED, SUPERSEDED, WITHDRAWN
+from consent.queries import (
+    active_consent,
+    duo_terms,
+    events,
+    excluded_ids,
+    expiring,
+    get_consent,
+    granted_modules,
+    in_force,
+    needs_review,
+    state,
+    states,
+)
 from consent.receipts import (
     build_receipt,
     issue_receipt,
@@ -52,39 +71,8 @@ from consent.receipts import (
     sign_receipt,
     verify_receipt,
 )
-from consent.records import (
-    ACTIVE,
-    ERASE,
-    EXPIRED,
-    STOP_USE,
-    SUPERSEDED,
-    WITHDRAWN,
-    SignedConsent,
-    Withdrawal,
-    active_consent,
-    check_withdrawal_code,
-    duo_terms,
-    events,
-    excluded_ids,
-    expire_due,
-    expiring,
-    get_consent,
-    give_consent,
-    granted_modules,
-    in_force,
-    needs_review,
-    reconsent,
-    sign_consent,
-    state,
-    states,
-    withdraw,
-    withdraw_consent,
-    withdraw_module,
-    withdraw_modules,
-    withdraw_with_code,
-    withdrawn_ids,
-)
 from consent.sealing import Sealer
+from consent.signing import SignedConsent, reconsent, sign_consent
 from consent.signing_keys import ReceiptSigner
 from consent.template_spec import load_template_file, validate_template_spec
 from consent.templates import (
@@ -96,6 +84,16 @@ from consent.templates import (
     template_id,
     template_is_intact,
     templates,
+)
+from consent.withdrawal import (
+    ERASE,
+    STOP_USE,
+    Withdrawal,
+    check_withdrawal_code,
+    withdraw_consent,
+    withdraw_consent_with_code,
+    withdraw_modules,
+    withdraw_modules_with_code,
 )
 
 __all__ = [
@@ -143,7 +141,6 @@ __all__ = [
     "expire_due",
     "expiring",
     "get_consent",
-    "give_consent",
     "granted_modules",
     "in_force",
     "issue_receipt",
@@ -163,10 +160,8 @@ __all__ = [
     "to_fhir_questionnaire",
     "validate_template_spec",
     "verify_receipt",
-    "withdraw",
     "withdraw_consent",
-    "withdraw_module",
+    "withdraw_consent_with_code",
     "withdraw_modules",
-    "withdraw_with_code",
-    "withdrawn_ids",
+    "withdraw_modules_with_code",
 ]

@@ -34,7 +34,12 @@ class AlreadyWithdrawn(NotActive):
 
 
 class UnknownConsent(ConsentError):
-    """No consent has this ID."""
+    """No consent has this ID. An unknown ID has no state: it is never taken for active."""
+
+    def __init__(
+        self, message: str = "No consent has this ID. Please check it against your receipt."
+    ) -> None:
+        super().__init__(message)
 
 
 class WrongWithdrawalCode(ConsentError):

@@ -16,7 +16,8 @@ from consent.canonical import iso_utc
 from consent.duo import DUO_SYSTEM
 from consent.duo import duo_terms as duo_table
 from consent.models import ConsentTemplate
-from consent.records import ACTIVE, SUPERSEDED, get_consent, granted_modules, state
+from consent.policy import IN_FORCE
+from consent.queries import get_consent, granted_modules, state
 
 PSEUDONYM_SYSTEM = "urn:donation-portal:pseudonym"
 TEMPLATE_SYSTEM = "urn:donation-portal:consent-template"
@@ -77,7 +78,7 @@ def to_fhir_consent(session: Session, consent_id: str) -> dict[str, Any]:
     return {
         "resourceType": "Consent",
         "id": consent.id,
-        "status": "active" if current in (ACTIVE, SUPERSEDED) else "inactive",
+        "status": "active" if current in IN_FORCE else "inactive",
         "scope": _SCOPE,
         "category": [_CATEGORY],
         "patient": {
@@ -88,7 +89,7 @@ def to_fhir_consent(session: Session, consent_id: str) -> dict[str, Any]:
         "policy": [{"uri": f"{TEMPLATE_SYSTEM}:sha256:{template.id}"}],
         "sourceReference": {"reference": f"Questionnaire/{template.id}"},
         "provision": {
-            "type": "permit" if current in (ACTIVE, SUPERSEDED) else "deny",
+            "type": "permit" if current in IN_FORCE else "deny",
             "period": period,
             "provision": provisions,
         },

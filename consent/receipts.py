@@ -24,7 +24,7 @@ from consent.db import utcnow
 from consent.duo import duo_terms as duo_table
 from consent.errors import InvalidReceipt
 from consent.models import Consent, ConsentEvent, ConsentTemplate
-from consent.records import granted_modules, state
+from consent.queries import granted_modules, state
 from consent.signing_keys import ReceiptSigner, b64url
 
 RECEIPT_TYPE = "consent-receipt"

@@ -74,19 +74,41 @@ def _record(
     objects to delete once it commits."""
     lock_consents(session, [consent_id])
     lock_files(session, [consent_id])
+    if modules:
+        return _record_module_withdrawal(session, consent_id, modules, code, actor), []
+    return _record_full_withdrawal(session, consent_id, store, mode, code, actor)
+
+
+def _record_module_withdrawal(
+    session: Session,
+    consent_id: str,
+    modules: Collection[str],
+    code: str | None,
+    actor: str | None,
+) -> WithdrawalResult:
+    """Files stay; releases holding files of the affected consents get a withdrawal notice."""
     if code is not None:
-        outcome = consents.withdraw_with_code(
-            session, consent_id, code, mode=mode, modules=list(modules) or None
-        )
-    elif modules:
-        outcome = consents.withdraw_modules(session, consent_id, modules, actor=actor)
+        events = consents.withdraw_modules_with_code(session, consent_id, code, modules)
+    else:
+        events = consents.withdraw_modules(session, consent_id, modules, actor=actor)
+    affected = sorted({event.consent_id for event in events})
+    record_withdrawal_notices(session, events[0].id, affected)
+    return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0)
+
+
+def _record_full_withdrawal(
+    session: Session,
+    consent_id: str,
+    store: ObjectStore,
+    mode: str,
+    code: str | None,
+    actor: str | None,
+) -> tuple[WithdrawalResult, list[str]]:
+    """The consent and those it superseded end: their uploads, and for "erase" their files."""
+    if code is not None:
+        outcome = consents.withdraw_consent_with_code(session, consent_id, code, mode=mode)
     else:
         outcome = consents.withdraw_consent(session, consent_id, mode=mode, actor=actor)
-    if isinstance(outcome, list):
-        if outcome:
-            affected = sorted({event.consent_id for event in outcome})
-            record_withdrawal_notices(session, outcome[0].id, affected)
-        return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0), []
     lock_consents(session, outcome.consent_ids)  # the superseded consents it withdrew too
     lock_files(session, outcome.consent_ids)
     # uploads not yet stored end here; their parts' keys are destroyed in this transaction

@@ -80,7 +80,7 @@ def test_withdrawing_the_new_consent_withdraws_the_superseded_one(
 ) -> None:
     old = sign(template).consent
     renewed = renew_on_v2(db_session, old, sealer, {"research"})
-    withdrawal = consents.withdraw_with_code(
+    withdrawal = consents.withdraw_consent_with_code(
         db_session, renewed.consent.id, renewed.withdrawal_code, mode=consents.ERASE
     )
     assert withdrawal.consent_ids == [renewed.consent.id, old.id]
@@ -94,7 +94,7 @@ def test_withdrawing_a_module_of_the_new_consent_withdraws_it_from_the_supersede
 ) -> None:
     old = sign(template).consent
     renewed = renew_on_v2(db_session, old, sealer, {"research", "general_research"})
-    consents.withdraw_module(db_session, renewed.consent.id, "general_research")
+    consents.withdraw_modules(db_session, renewed.consent.id, ["general_research"])
     assert consents.granted_modules(db_session, renewed.consent.id) == ["research"]
     assert consents.granted_modules(db_session, old.id) == ["research"]
     assert consents.events(db_session, old.id)[-1].detail["via"] == renewed.consent.id
@@ -133,4 +133,4 @@ def test_consents_expire_after_the_templates_validity_days(db_session, sign) -> 
     assert consents.state(db_session, consent_id) == consents.EXPIRED
     assert consents.granted_modules(db_session, consent_id) == []
     with pytest.raises(consents.NotActive):
-        consents.withdraw_module(db_session, consent_id, "general_research")
+        consents.withdraw_modules(db_session, consent_id, ["general_research"])

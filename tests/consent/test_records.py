@@ -20,15 +20,17 @@ def template(db_session: Session) -> consents.ConsentTemplate:
     return consents.publish_template(db_session, consents.default_template_spec())
 
 
-def sign(session: Session, template: consents.ConsentTemplate, subject: str = "user:1"):  # type: ignore[no-untyped-def]
-    return consents.give_consent(
+def sign(
+    session: Session, template: consents.ConsentTemplate, subject: str = "user:1"
+) -> consents.Consent:
+    return consents.sign_consent(
         session,
         subject_ref=subject,
         template=template,
         modules={"research"},
         typed_name="Grace Hopper",
         sealer=SEALER,
-    )
+    ).consent
 
 
 def test_publishing_is_idempotent_and_identified_by_content(db_session: Session) -> None:
@@ -58,11 +60,11 @@ def test_withdrawal_is_an_event_and_cannot_happen_twice(
     db_session: Session, template: consents.ConsentTemplate
 ) -> None:
     record = sign(db_session, template)
-    consents.withdraw(db_session, record, erase=True)
+    consents.withdraw_consent(db_session, record.id, mode=consents.ERASE)
     assert consents.state(db_session, record.id) == consents.WITHDRAWN
     assert consents.active_consent(db_session, "user:1") is None
-    with pytest.raises(consents.NotActive):
-        consents.withdraw(db_session, record, erase=True)
+    with pytest.raises(consents.AlreadyWithdrawn):
+        consents.withdraw_consent(db_session, record.id, mode=consents.ERASE)
     kinds = db_session.scalars(
         select(ConsentEvent.kind)
         .where(ConsentEvent.consent_id == record.id)
@@ -87,7 +89,7 @@ def test_invalid_signatures_are_refused(
     message: str,
 ) -> None:
     with pytest.raises(consents.InvalidSignature, match=message):
-        consents.give_consent(
+        consents.sign_consent(
             db_session,
             subject_ref="user:9",
             template=template,
@@ -103,3 +105,19 @@ def test_sealing_round_trips_any_text(text: str, context: str) -> None:
     assert SEALER.open(sealed, context) == text
     if len(text) > 8:
         assert text.encode() not in sealed
+
+
+def test_an_unknown_consent_id_has_no_state(
+    db_session: Session, template: consents.ConsentTemplate
+) -> None:
+    record = sign(db_session, template)
+    with pytest.raises(consents.UnknownConsent):
+        consents.state(db_session, "no-such-consent")
+    with pytest.raises(consents.UnknownConsent):
+        consents.states(db_session, [record.id, "no-such-consent"])
+    with pytest.raises(consents.UnknownConsent):
+        consents.in_force(db_session, "no-such-consent")
+    with pytest.raises(consents.UnknownConsent):
+        consents.granted_modules(db_session, "no-such-consent")
+    assert consents.states(db_session, []) == {}
+    assert consents.states(db_session, [record.id]) == {record.id: consents.ACTIVE}

@@ -199,7 +199,7 @@ def test_an_unpublished_or_altered_template_cannot_be_signed(db_session: Session
     spec = consents.validate_template_spec(consents.default_template_spec())
     unpublished = ConsentTemplate(id=consents.template_id(spec), **spec)
     with pytest.raises(consents.NotSignable, match="not published"):
-        consents.give_consent(
+        consents.sign_consent(
             db_session,
             subject_ref="user:1",
             template=unpublished,
@@ -214,7 +214,7 @@ def test_an_unpublished_or_altered_template_cannot_be_signed(db_session: Session
     db_session.expire(published)
     assert not consents.template_is_intact(published)
     with pytest.raises(consents.NotSignable, match="does not match"):
-        consents.give_consent(
+        consents.sign_consent(
             db_session,
             subject_ref="user:1",
             template=published,

@@ -71,10 +71,10 @@ def world(app: Flask, db_session: Session) -> dict[str, Any]:
     researcher = accounts.create_user(
         db_session, "r@example.org", "correct horse battery", "researcher"
     )
-    consent = consents.give_consent(
+    consent = consents.sign_consent(
         db_session, subject_ref=f"user:{donor.id}", template=template, modules=["research"],
         typed_name="Ada Donor", sealer=consents.Sealer(b"k" * 32),
-    )
+    ).consent
     stored = _put(app, db_session, consent.id)
     ethics = _put(app, db_session, "ethics-q1")
     for info in (stored, ethics):

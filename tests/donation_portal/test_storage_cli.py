@@ -214,10 +214,10 @@ def test_sweep_keeps_the_quarantine_key_of_an_upload_still_in_progress(
     scope, _ = abandoned
     donor = accounts.create_user(db_session, "d@example.org", "correct horse battery", "donor")
     template = consents.publish_template(db_session, consents.default_template_spec())
-    consent = consents.give_consent(
+    consent = consents.sign_consent(
         db_session, subject_ref=f"user:{donor.id}", template=template, modules=["research"],
         typed_name="Ada Donor", sealer=consents.Sealer(b"k" * 32),
-    )
+    ).consent
     db_session.add(Donation(id="d1", donor_id=donor.id, consent_id=consent.id,
                             submission_key="s1"))
     db_session.flush()

@@ -32,14 +32,14 @@ def _released_file(session: Session) -> str:
     researcher = accounts.create_user(
         session, "r@example.org", "correct horse battery", "researcher"
     )
-    consent = consents.give_consent(
+    consent = consents.sign_consent(
         session,
         subject_ref=f"user:{donor.id}",
         template=template,
         modules=["research"],
         typed_name="Ada Donor",
         sealer=consents.Sealer(b"k" * 32),
-    )
+    ).consent
     session.add(
         Donation(
             id="d1",
