@@ -13,7 +13,16 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from anonymize import encoder, engine, identifiers, keys, reader, sop_classes, writer
+from anonymize import (
+    encoder,
+    engine,
+    identifiers,
+    keys,
+    pixel_geometry,
+    reader,
+    sop_classes,
+    writer,
+)
 from anonymize.outcome import (
     DeidentificationError,
     Outcome,
@@ -109,6 +118,7 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
         raise Rejection(code)
     if not parsed.pixels and sop_classes.holds_pixels(sop_class):
         raise Rejection("truncated")
+    pixel_geometry.check(ds, parsed.transfer_syntax.is_encapsulated, parsed.pixels)
     review: set[str] = {code} if verdict == "review" else set()
     if _string(ds, "BurnedInAnnotation").upper() == "YES":
         review.add("burned_in_annotation")

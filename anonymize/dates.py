@@ -1,7 +1,8 @@
 """Shifting DA/DT values by a whole number of days, so intervals survive.
 
 Times of day (TM, and the time part of DT) are left as they are: the shift is in whole days,
-which keeps a DA/TM pair and the equivalent DT consistent with each other.
+which keeps a DA/TM pair and the equivalent DT consistent with each other. A value that is not
+a date or a time (a name typed into a time field) is emptied, never passed through.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 
 _DA = re.compile(r"^(\d{4})(\d{2})(\d{2})$")
 _DT = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(.*)$")
+# HHMMSS.FFFFFF with trailing components optional; colons as ACR-NEMA wrote them
+_TM = re.compile(r"[0-9]{2}(:?[0-9]{2}(:?[0-9]{2}(\.[0-9]{1,6})?)?)?")
 
 
 def shift_da(value: str, days: int) -> str:
@@ -49,10 +52,17 @@ def shift_dt(value: str, days: int) -> str:
     return shifted + (rest or "")
 
 
+def keep_tm(value: str) -> str:
+    """A TM value unchanged if it is a time of day; anything else becomes empty."""
+    value = value.strip()
+    return value if _TM.fullmatch(value) else ""
+
+
 def shift_values(values: list[str], vr: str, days: int) -> list[str]:
-    """Shift every value of a multi-valued DA/DT element; TM values are returned unchanged."""
+    """Shift every value of a multi-valued DA/DT element; TM values are kept if they are
+    times of day."""
     if vr == "DA":
         return [shift_da(v, days) for v in values]
     if vr == "DT":
         return [shift_dt(v, days) for v in values]
-    return list(values)
+    return [keep_tm(v) for v in values]

@@ -6,7 +6,10 @@ Two strengths of cleaning:
   (e-mail, URL, phone numbers, dates, honorific + following names) and this patient's own
   identifiers are removed first; then every word survives only if each alphabetic run of it is
   on the allow-list ``data/imaging_vocabulary.txt`` and each digit run has at most four digits
-  (a standalone 19xx/20xx year is dropped). Unknown names and codes therefore never survive.
+  (a standalone 19xx/20xx year is dropped). A word is a run of letters and digits of any
+  script, so a name in Cyrillic, Greek or CJK characters is a word like any other; between
+  words only whitespace and ASCII punctuation survive. Unknown names and codes therefore never
+  survive, whatever their alphabet.
 * :func:`scrub_identifiers` (short technical strings outside the table, kept private values):
   the same patterns and patient identifiers are removed, other tokens are kept.
 """
@@ -14,10 +17,15 @@ Two strengths of cleaning:
 from __future__ import annotations
 
 import re
+import string
+import unicodedata
 from functools import lru_cache
 from importlib import resources
 
-_WORD_SPLIT = re.compile(r"([A-Za-z0-9\u00C0-\u024F]+(?:\.[0-9]+)?)")
+# Letters and digits of every script (``[^\W_]``): a word that is not matched here would pass
+# between the words unchecked.
+_WORD_SPLIT = re.compile(r"([^\W_]+(?:\.[0-9]+)?)")
+_NOT_A_SEPARATOR = re.compile(rf"[^\s{re.escape(string.punctuation)}]")
 _RUNS = re.compile(r"[^\W\d_]+|\d+(?:\.\d+)?")
 _YEAR = re.compile(r"^(19|20)\d\d$")
 # Matched before this patient's identifiers, which could otherwise break them apart.
@@ -109,17 +117,26 @@ def _tidy(text: str) -> str:
     return text.strip(" _-/,;:.|^=")
 
 
+def _kept_piece(index: int, piece: str, words: frozenset[str]) -> str:
+    """Pieces alternate separator, word, separator...: a word survives if it is safe, a
+    separator keeps only whitespace and punctuation (a combining accent or a symbol left over
+    between two dropped words says nothing useful and could say something identifying)."""
+    if index % 2 == 0:
+        return _NOT_A_SEPARATOR.sub(" ", piece)
+    return piece if _word_is_safe(piece, words) else " "
+
+
 @lru_cache(maxsize=65536)
 def clean_free_text(text: str, identifiers: tuple[str, ...] = ()) -> str:
-    """Keep only allow-listed imaging vocabulary of ``text``."""
-    text = _remove_patterns(text, identifiers)
+    """Keep only allow-listed imaging vocabulary of ``text``.
+
+    The text is first put in composed form (NFC), so an accented letter written as a letter plus
+    a combining accent is one letter of its word, as it is in the allow-list.
+    """
+    text = _remove_patterns(unicodedata.normalize("NFC", text), identifiers)
     words = vocabulary()
     pieces = _WORD_SPLIT.split(text)
-    kept = [
-        piece if (i % 2 == 0 or _word_is_safe(piece, words)) else " "
-        for i, piece in enumerate(pieces)
-    ]
-    return _tidy("".join(kept))
+    return _tidy("".join(_kept_piece(i, piece, words) for i, piece in enumerate(pieces)))
 
 
 @lru_cache(maxsize=65536)

@@ -12,17 +12,24 @@ Rules, in order, for every element at every depth:
    entry (C wins over K when several apply). Compound actions: see ``tables.resolve_compound``.
    A kept (K) text value still loses this patient's own identifiers (names, IDs, birth date)
    where it holds them: a stricter reading of K that only ever removes this patient's values.
+   C (clean) keeps only allow-listed words of text, shifts dates, keeps times only if they are
+   times, and removes opaque bytes. A C sequence is cleaned through: inside it, at any depth,
+   LO/SH text outside the table is cleaned like a description too (code values and CS terms
+   excepted: they name entries of public vocabularies and the structure of the content).
 5. Anything else is treated by its VR, conservatively:
    PN -> emptied; ST/LT/UT/UC free text -> cleaned against the imaging allow-list;
    LO/SH -> this patient's identifiers and generic identifying patterns removed;
    CS -> this patient's identifiers removed; DA/DT -> shifted (Modified Dates), kept (Full
-   Dates) or emptied; TM -> kept with a date option, else emptied; AE -> emptied unless Retain
-   Device Identity; UR -> emptied; UI -> remapped unless registered; UN of an unknown public
-   tag -> removed; SQ -> recursed; numbers and binary values -> kept.
+   Dates) or emptied; TM -> kept with a date option (with Modified Dates only if it is a time
+   of day), else emptied; AE -> emptied unless Retain Device Identity; UR -> emptied; UI ->
+   remapped unless registered; UN of an unknown public tag -> removed; SQ -> recursed; numbers
+   and binary values -> kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR
@@ -233,12 +240,12 @@ def _dates(ds: Dataset, tag: int, vr: str, ctx: Context) -> None:
     if not ctx.modified_dates:
         _empty(ds, tag, vr)
         return
-    if vr == "TM":
-        return
     values = ascii_values(ds, tag)
     if not values:
         return
-    set_ascii(ds, tag, vr, dates.shift_values(values, vr, ctx.shift_days))
+    shifted = dates.shift_values(values, vr, ctx.shift_days)
+    if shifted != values:
+        set_ascii(ds, tag, vr, shifted)
 
 
 _ACTIONS: dict[frozenset[str], dict[int, str]] = {}
@@ -254,6 +261,16 @@ class Walker:
         self.patterns = tables.pattern_rules()
         self.safe_private = tables.safe_private()
         self._actions = _ACTIONS.setdefault(ctx.options, {})
+        self.cleaning = False  # inside a sequence whose action is C
+
+    @contextmanager
+    def _cleaning(self) -> Iterator[None]:
+        """Walk a C sequence's items: a C never lets an unknown word through, at any depth."""
+        outer, self.cleaning = self.cleaning, True
+        try:
+            yield
+        finally:
+            self.cleaning = outer
 
     def action_for(self, tag: int) -> str | None:
         """The table action for a public tag under this run's options (cached per options)."""
@@ -354,7 +371,8 @@ class Walker:
     def _clean(self, ds: Dataset, tag: int, elem: DataElement | RawDataElement, vr: str,
                depth: int, path: str) -> None:
         if vr == "SQ":
-            self._recurse(ds, tag, depth, path)
+            with self._cleaning():
+                self._recurse(ds, tag, depth, path)
         elif vr in DATE_VRS:
             _dates(ds, tag, vr, self.ctx)
         elif vr == "PN":
@@ -380,10 +398,8 @@ class Walker:
             text = _text(ds, tag, elem, self.simple)
             _replace_text(ds, tag, vr, text, descriptors.clean_free_text(text, ctx.identifiers))
         elif vr in TEXT_SHORT or vr == "CS":
-            text = _text(ds, tag, elem, self.simple)
             generic = vr != "CS" and tag not in CODE_TAGS
-            _replace_text(ds, tag, vr, text,
-                          descriptors.scrub_identifiers(text, ctx.identifiers, generic))
+            self._text_outside_table(ds, tag, elem, vr, generic)
         elif vr in DATE_VRS:
             _dates(ds, tag, vr, ctx)
         elif vr == "UI":
@@ -395,6 +411,18 @@ class Walker:
             _empty(ds, tag, vr)
         elif vr == "UN":
             del ds[tag]
+
+    def _text_outside_table(self, ds: Dataset, tag: int, elem: DataElement | RawDataElement,
+                            vr: str, generic: bool) -> None:
+        """Text outside the table: identifying patterns (if ``generic``) and this patient's
+        identifiers are removed; inside a C sequence only allow-listed words stay, except in
+        CS values and code values, which name entries of public vocabularies."""
+        text = _text(ds, tag, elem, self.simple)
+        if self.cleaning and vr != "CS" and tag not in CODE_TAGS:
+            cleaned = descriptors.clean_free_text(text, self.ctx.identifiers)
+        else:
+            cleaned = descriptors.scrub_identifiers(text, self.ctx.identifiers, generic)
+        _replace_text(ds, tag, vr, text, cleaned)
 
     def _recurse(self, ds: Dataset, tag: int, depth: int, path: str, component: str = "") -> None:
         value = ds[tag].value
@@ -448,9 +476,7 @@ class Walker:
         elif vr == "UI":
             _remap(ds, tag, ctx)
         elif vr in TEXT_FREE or vr in TEXT_SHORT or vr == "CS":
-            text = _text(ds, tag, ds[tag], self.simple)
-            _replace_text(ds, tag, vr, text,
-                          descriptors.scrub_identifiers(text, ctx.identifiers, True))
+            self._text_outside_table(ds, tag, ds[tag], vr, True)
         elif vr in DATE_VRS:
             _dates(ds, tag, vr, ctx)
         return True

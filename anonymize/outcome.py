@@ -84,6 +84,8 @@ REASONS: dict[str, str] = {
     "length_exceeds_file": "The file declares more contents than it holds.",
     "header_too_large": "The file's descriptive information is too large to process safely.",
     "malformed": "The file's structure is damaged and cannot be read safely.",
+    "pixel_geometry": "The picture in the file is not the size the file says it is, "
+    "so the file may be damaged.",
     "missing_sop_class": "The file does not say what kind of object it holds.",
     "unknown_sop_class": "The file holds a kind of object this service does not recognise.",
     "encapsulated_document": "The file holds a document (such as a PDF) that may contain "

@@ -8,7 +8,8 @@ pydicom is a parser, not a validator. Before and around it this module:
 * reads small files into memory (so an element declaring 4 GiB cannot make a read allocate it)
   and wraps larger sources so no read goes past the end of the file;
 * reads only the header (``stop_before_pixels``); the pixel data element is located by walking
-  its item structure with lengths checked against the file size, and later streamed.
+  its item structure with lengths checked against the file size (``fragments``), and later
+  streamed; what the walk found is kept for the check against the header (``pixel_geometry``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 
+from anonymize.fragments import UNDEFINED, Fragments, walk_encapsulated
 from anonymize.outcome import Rejection
 
 SMALL_FILE = 64 * 1024 * 1024  # read into memory below this size
@@ -35,7 +37,6 @@ DEFER_SIZE = 4 * 1024 * 1024
 MAX_INFLATED = 1024 * 1024 * 1024
 INFLATE_RATIO = 100
 MIN_INFLATE_ALLOWANCE = 64 * 1024 * 1024
-MAX_FRAGMENTS = 1_000_000
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -98,10 +99,13 @@ class CappedReader(io.RawIOBase):
 
 @dataclass
 class PixelExtent:
-    """Where the encoded pixel data element (tag to end of value) lies in the source."""
+    """Where the encoded pixel data element (tag to end of value) lies in the source, and what
+    its value holds: a defined length (native) or fragments (encapsulated)."""
 
     start: int
     end: int
+    length: int | None = None
+    fragments: Fragments | None = None
 
 
 @dataclass
@@ -224,23 +228,14 @@ def _pixel_extent(stream: BinaryIO, size: int, implicit: bool, little: bool) -> 
     """Locate one pixel data element, checking every declared length against the file."""
     start = stream.tell()
     _tag, length, _ = _element_header(stream, implicit, little)
-    if length != 0xFFFFFFFF:
+    if length != UNDEFINED:
         end = stream.tell() + length
         if end > size:
             raise Rejection("truncated")
         stream.seek(end)
-        return PixelExtent(start, end)
-    for _ in range(MAX_FRAGMENTS):
-        item, item_length, _ = _element_header(stream, True, little)
-        if item == 0xFFFEE0DD:
-            return PixelExtent(start, stream.tell())
-        if item != 0xFFFEE000 or item_length == 0xFFFFFFFF:
-            raise Rejection("malformed")
-        end = stream.tell() + item_length
-        if end > size:
-            raise Rejection("truncated")
-        stream.seek(end)
-    raise Rejection("malformed")
+        return PixelExtent(start, end, length=length)
+    found = walk_encapsulated(stream, size, little)
+    return PixelExtent(start, stream.tell(), fragments=found)
 
 
 def _tail(stream: BinaryIO, size: int, implicit: bool, little: bool) -> Dataset | None:

@@ -12,6 +12,7 @@ import pytest
 from pydicom import dcmread
 
 from anonymize.cli import DEFAULT_PSEUDONYM, main
+from anonymize.outcome import REASONS
 from tests.anonymize.helpers import PATIENT_ID, ct_dataset, part10
 from tests.anonymize.test_bad_input import dicomdir
 
@@ -114,6 +115,18 @@ def test_options_and_profile_are_applied(tmp_path: Path, key_file: Path) -> None
     out = dcmread(_outputs(dst)[0])
     assert out.StationName == "CTSCANNER1" and out.PatientID == "P-42"
     assert [i.CodeValue for i in out.DeidentificationMethodCodeSequence] == ["113100", "113109"]
+
+
+def test_a_file_whose_pixels_do_not_match_its_header_is_reported(
+        tmp_path: Path, key_file: Path) -> None:
+    source, dst, report = tmp_path / "in.dcm", tmp_path / "out", tmp_path / "report.json"
+    source.write_bytes(part10(ct_dataset(Rows=17)))  # 17 rows declared, 16 rows of pixels
+    assert main([str(source), str(dst), "--key-file", str(key_file),
+                 "--report", str(report)]) == 0
+    assert _outputs(dst) == []
+    [entry] = json.loads(report.read_text())["inputs"]
+    assert (entry["verdict"], entry["reason_code"]) == ("rejected", "pixel_geometry")
+    assert entry["reason"] == REASONS["pixel_geometry"]
 
 
 @pytest.mark.parametrize(
