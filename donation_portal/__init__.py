@@ -32,7 +32,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings(app.instance_path, config)
     app.config.update(settings)
     app.config.update(
-        MAX_CONTENT_LENGTH=int(settings["MAX_REQUEST_BYTES"]),
+        MAX_CONTENT_LENGTH=int(settings["MAX_BODY_BYTES"]),  # raised per endpoint: web.limits
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=bool(settings["SESSION_COOKIE_SECURE"]),

@@ -91,6 +91,9 @@ def validate(settings: Mapping[str, Any]) -> None:
         "MAX_FILE_BYTES",
         "MAX_ARCHIVE_BYTES",
         "MAX_REQUEST_BYTES",
+        "MAX_BODY_BYTES",
+        "MAX_FORM_MEMORY_SIZE",
+        "MAX_FORM_PARTS",
         "QUARANTINE_MAX_AGE",
         "UPLOAD_EXPIRY",
         "UPLOAD_MAX_BYTES_IN_FLIGHT",
@@ -101,6 +104,8 @@ def validate(settings: Mapping[str, Any]) -> None:
     ):
         if int(settings[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
+    if int(settings["HSTS_SECONDS"]) < 0:
+        raise ConfigError("HSTS_SECONDS must be 0 (no HSTS) or positive")
     secret = settings.get("SECRET_KEY") or ""
     if not secret:
         raise ConfigError(

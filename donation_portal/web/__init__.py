@@ -17,7 +17,9 @@ def init_app(app: Flask) -> None:
         auth,
         donor,
         errors,
+        headers,
         health,
+        limits,
         public,
         research,
         researcher,
@@ -27,7 +29,9 @@ def init_app(app: Flask) -> None:
     )
     from donation_portal.workflows import releases
 
+    app.url_map.converters["int"] = limits.SqlInteger  # before any rule uses it
     security.init_app(app)
+    headers.init_app(app)
     app.config.setdefault("RESEARCH_FOUR_EYES", True)
     for module in (auth, donor, steward, researcher, health, public):
         app.register_blueprint(module.bp)

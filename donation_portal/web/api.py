@@ -19,13 +19,13 @@ from donation_portal.adapters import services
 from donation_portal.adapters.models import AccessRequest, User
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web.errors import problem
+from donation_portal.web.limits import ETHICS_MAX_BASE64
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
 from donation_portal.web.research_schemas import FilterSchema, RequestSchema, UseSchema
 from donation_portal.web.security import csrf
 from donation_portal.workflows import releases, tokens
 from donation_portal.workflows.eligibility import count, eligible_files
 
-ETHICS_MAX_BASE64 = 4 * (10 * 1024 * 1024) // 3 + 4  # a 10 MiB document, base64-encoded
 bp = Blueprint("research_api", __name__, url_prefix="/api")
 csrf.exempt(bp)
 
@@ -142,7 +142,10 @@ def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load(schema: Schema) -> dict[str, Any]:
-    """The JSON body validated by ``schema``; a 422 problem naming each bad field otherwise."""
+    """The JSON body validated by ``schema``; a 415 problem for a body that is not JSON, a
+    422 problem naming each bad field otherwise."""
+    if not request.is_json:
+        abort(_problem(415, "Send the body as JSON, with Content-Type: application/json."))
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(_problem(422, "The body must be a JSON object."))
@@ -263,8 +266,17 @@ def acknowledge(notice_id: int) -> tuple[str, int]:
     return "", 204
 
 
-def _body(schema: str) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
+def _taking(schema: str, operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation`` with a JSON request body of ``schema``, and the replies to a body that
+    is too large or not JSON."""
+    problem_reply = {"content": {"application/problem+json": {"schema": "Problem"}}}
+    responses = {
+        **operation["responses"],
+        "413": {"description": "The body is too large", **problem_reply},
+        "415": {"description": "The body is not JSON", **problem_reply},
+    }
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return {**operation, "requestBody": body, "responses": responses}
 
 
 def _operation(
@@ -341,16 +353,16 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {
         "/api/requests": {
             "get": _operation("Your access requests", "AccessRequest", many=True),
-            "post": {
-                **_operation("Submit an access request", "AccessRequest", status="201"),
-                "requestBody": _body("NewAccessRequest"),
-            },
+            "post": _taking(
+                "NewAccessRequest",
+                _operation("Submit an access request", "AccessRequest", status="201"),
+            ),
         },
         "/api/requests/preview": {
-            "post": {
-                **_operation("Count the donors, studies and files a use matches", "MatchCount"),
-                "requestBody": _body("Preview"),
-            }
+            "post": _taking(
+                "Preview",
+                _operation("Count the donors, studies and files a use matches", "MatchCount"),
+            )
         },
         "/api/releases": {"get": _operation("Your releases", "Release", many=True)},
         "/api/releases/{release_id}/manifest": {

@@ -234,9 +234,7 @@ def donation_status(donation_id: str) -> Response:
         for row in found.files
     ]
     pending = any(row.status in FILE_PENDING_STATES for row in found.files)
-    response = jsonify({"files": files, "pending": pending})
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return jsonify({"files": files, "pending": pending})
 
 
 def _own_donation(donation_id: str) -> Donation:

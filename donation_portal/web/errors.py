@@ -39,7 +39,10 @@ MESSAGES = {
     403: "You do not have access to this page.",
     404: "This page does not exist.",
     405: "This action is not allowed here.",
-    413: "The upload is too large. Please send fewer or smaller files at a time.",
+    413: (
+        "What you sent is too large. If you are uploading images, please send fewer or "
+        "smaller files at a time."
+    ),
     429: "Too many attempts. Please wait a minute and try again.",
     500: "Something went wrong on our side. Please try again later.",
     503: "The service is briefly unavailable. Please try again in a minute.",
@@ -96,7 +99,6 @@ def page(status: int, message: str, *, retry_after: int | None = None) -> Respon
         response = Response(render_template("error.html", status=status, message=message), status)
     if correlation:
         response.headers["X-Correlation-ID"] = correlation
-        response.headers["Cache-Control"] = "no-store"
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response

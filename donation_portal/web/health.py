@@ -55,9 +55,7 @@ def healthz() -> tuple[Response, int]:
     body: dict[str, Any] = {"status": "unavailable" if failed else "ok", **checks}
     if failed:
         body["failed"] = failed
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "no-store"
-    return response, 503 if failed else 200
+    return jsonify(body), 503 if failed else 200
 
 
 def _database() -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from donation_portal.web.limits import MAX_SQL_INTEGER
 from donation_portal.workflows.accounts import MIN_PASSWORD_LENGTH
 
 _EMAIL = fields.Email(
@@ -125,4 +126,9 @@ class AuditFilterSchema(Schema):
     subject_id = fields.String(load_default=None, validate=validate.Length(max=100))
     since = fields.Date(load_default=None)
     until = fields.Date(load_default=None)
-    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    before_id = fields.Integer(
+        load_default=None,
+        validate=validate.Range(
+            min=1, max=MAX_SQL_INTEGER, error="There is no audit entry with that number."
+        ),
+    )

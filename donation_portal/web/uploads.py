@@ -15,9 +15,10 @@ import io
 from dataclasses import dataclass
 from typing import IO
 
-from flask import Request, g
+from flask import g
 
 from donation_portal.adapters import services
+from donation_portal.web.limits import LimitedRequest
 from storage import (
     EncryptedSpool,
     MemoryKeyStore,
@@ -98,7 +99,7 @@ class QuarantineSpool(io.RawIOBase):
 DONATION_FORM = "donor.upload"
 
 
-class EncryptingRequest(Request):
+class EncryptingRequest(LimitedRequest):
     """Every uploaded file is encrypted as it arrives, never spooled to disk in plaintext.
 
     The donation form's files are handed to the ingest pipeline (:class:`QuarantineSpool`).

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask, Request
+from flask import Flask
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 import anonymize
 from donation_portal.web import donor as donor_views
+from donation_portal.web.limits import LimitedRequest
 
 from .conftest import Browser
 
@@ -111,6 +112,7 @@ def test_a_large_upload_never_touches_the_disk_in_plaintext(
 def test_the_scan_finds_werkzeugs_own_plaintext_spool(
     app: Flask, donor: Browser, spy_on_disk: list[str]
 ) -> None:
-    app.request_class = Request  # Werkzeug's default: large files spool to a temporary file
+    # Werkzeug's default: large files spool to a temporary file (with the portal's limits)
+    app.request_class = LimitedRequest
     donor.upload([large_dicom()])
     assert spy_on_disk, "the scan should have seen the plaintext temporary file"
