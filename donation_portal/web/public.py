@@ -45,7 +45,10 @@ def verify_receipt() -> str | tuple[str, int]:
         content = receipts.verify(document)
     except consents.InvalidReceipt as error:
         return render_template("public/verify_receipt.html", errors=[str(error)], invalid=True), 422
-    status = consents.state(get_session(), content["consent_id"])
+    try:
+        status = consents.state(get_session(), content["consent_id"])
+    except consents.UnknownConsent:  # signed here, but the consent is not (or no longer) here
+        status = None
     return render_template("public/verify_receipt.html", receipt=content, current_state=status)
 
 

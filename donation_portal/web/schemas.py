@@ -69,7 +69,17 @@ class WithdrawSchema(Schema):
         validate=validate.OneOf(("all", "modules"), error="Choose what to withdraw."),
     )
     mode = fields.String(load_default="stop_use", validate=_MODE)
-    modules = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list)
+    modules = fields.List(
+        fields.String(validate=validate.Length(max=64)),
+        load_default=list,
+        validate=validate.Length(max=50),
+    )
+
+    @validates_schema
+    def _parts_chosen(self, data: dict[str, Any], **_: Any) -> None:
+        """"Only some parts" with none ticked must not withdraw the whole consent."""
+        if data.get("scope") == "modules" and not data.get("modules"):
+            raise ValidationError("Tick the part(s) you want to withdraw.", "modules")
 
 
 class CodeWithdrawSchema(WithdrawSchema):

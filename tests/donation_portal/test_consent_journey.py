@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 import consent as consents
@@ -148,6 +148,34 @@ def test_a_donor_withdraws_an_optional_module_and_keeps_the_rest(
     assert optional[0] not in consents.granted_modules(db_session, signed["consent_id"])
     receipt = receipt_of(response.get_data(as_text=True))["receipt"]
     assert optional[0] not in {m["id"] for m in receipt["modules"]}
+
+
+def test_only_some_parts_with_none_ticked_withdraws_nothing(
+    browser: Browser, signed: dict, db_session: Session
+) -> None:
+    response = browser.submit("/consent/withdraw", {"confirm": "yes", "scope": "modules"})
+    assert response.status_code == 422
+    assert "Tick the part(s) you want to withdraw." in response.get_data(as_text=True)
+    assert consents.state(db_session, signed["consent_id"]) == consents.ACTIVE
+    assert len(consents.granted_modules(db_session, signed["consent_id"])) == 2
+
+
+def test_a_genuine_receipt_of_a_consent_this_portal_no_longer_holds_says_so(
+    browser: Browser, signed: dict, db_session: Session
+) -> None:
+    """For example a receipt shown to a portal restored from an older backup."""
+    receipt = json.dumps(signed["receipt"]).encode()
+    known = verify_on_page(browser, receipt).get_data(as_text=True)
+    assert "The consent is <strong>active</strong> today." in known
+    consent_id = signed["consent_id"]
+    events = consents.ConsentEvent
+    db_session.execute(delete(events).where(events.consent_id == consent_id))
+    db_session.execute(delete(consents.Consent).where(consents.Consent.id == consent_id))
+    db_session.commit()
+    reply = verify_on_page(browser, receipt)
+    assert reply.status_code == 200
+    page = reply.get_data(as_text=True)
+    assert "Genuine." in page and "holds no record of that consent" in page
 
 
 def test_stop_future_use_keeps_the_files_but_excludes_them(
