@@ -95,17 +95,28 @@ def record(
         select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
     ).first()
     previous_id, previous_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-    fields = {
-        "id": previous_id + 1,
-        "at": utcnow(),
-        "actor": actor,
-        "action": action,
-        "subject_type": subject_type,
-        "subject_id": subject_id,
-        "detail": payload,
-        "prev_hash": previous_hash,
-    }
-    entry = AuditEntry(**fields, hash=entry_hash(**fields))
+    entry_id, at = previous_id + 1, utcnow()
+    digest = entry_hash(
+        id=entry_id,
+        at=at,
+        actor=actor,
+        action=action,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        detail=payload,
+        prev_hash=previous_hash,
+    )
+    entry = AuditEntry(
+        id=entry_id,
+        at=at,
+        actor=actor,
+        action=action,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        detail=payload,
+        prev_hash=previous_hash,
+        hash=digest,
+    )
     session.add(entry)
     session.flush()
     return entry

@@ -108,7 +108,7 @@ def _modules(value: Any, problems: list[str]) -> list[dict[str, Any]]:
         required = raw.get("required", False)
         if not isinstance(required, bool):
             problems.append(f"{where}: required must be true or false")
-        module = {
+        module: dict[str, Any] = {
             "id": module_id,
             "title": _text(raw.get("title"), f"{where}: title", 300, problems),
             "required": required is True,

@@ -197,7 +197,7 @@ class SegmentSealer:
     def __init__(self, session_key: bytes) -> None:
         self._aead = ChaCha20Poly1305(session_key)
 
-    def seal_parts(self, segment: bytes | memoryview) -> tuple[bytes, bytes]:
+    def seal_parts(self, segment: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
         """The sealed segment as (nonce, ciphertext with tag): stored one after the other."""
         nonce = os.urandom(NONCE_SIZE)
         return nonce, self._aead.encrypt(nonce, segment, None)

@@ -9,7 +9,7 @@ import os
 import queue
 import sys
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
@@ -275,7 +275,7 @@ class ObjectWriter:
 
 def _hash_all(
     digest: Any,
-    pieces: list[bytes | bytearray | memoryview],
+    pieces: Sequence[bytes | bytearray | memoryview],
     release: Callable[[], None] | None = None,
 ) -> None:
     for piece in pieces:
