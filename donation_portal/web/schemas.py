@@ -52,9 +52,8 @@ class UploadSchema(Schema):
     submission_key = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
 
 
-_MODE = validate.OneOf(
-    ("stop_use", "erase"), error="Choose whether your files are kept unused or erased."
-)
+_CHOOSE_MODE = "Choose whether your files are erased or kept but no longer used."
+_MODE = validate.OneOf(("stop_use", "erase"), error=_CHOOSE_MODE)
 
 
 class WithdrawSchema(Schema):
@@ -68,7 +67,8 @@ class WithdrawSchema(Schema):
         required=True,
         validate=validate.OneOf(("all", "modules"), error="Choose what to withdraw."),
     )
-    mode = fields.String(load_default="stop_use", validate=_MODE)
+    # Chosen by the donor for a whole withdrawal, never assumed; None for modules (files stay).
+    mode = fields.String(load_default=None, validate=_MODE)
     modules = fields.List(
         fields.String(validate=validate.Length(max=64)),
         load_default=list,
@@ -80,6 +80,12 @@ class WithdrawSchema(Schema):
         """"Only some parts" with none ticked must not withdraw the whole consent."""
         if data.get("scope") == "modules" and not data.get("modules"):
             raise ValidationError("Tick the part(s) you want to withdraw.", "modules")
+
+    @validates_schema(skip_on_field_errors=False)
+    def _mode_chosen(self, data: dict[str, Any], **_: Any) -> None:
+        """What happens to the files of a whole withdrawal is the donor's explicit choice."""
+        if data.get("scope") == "all" and data.get("mode") is None:
+            raise ValidationError(_CHOOSE_MODE, "mode")
 
 
 class CodeWithdrawSchema(WithdrawSchema):

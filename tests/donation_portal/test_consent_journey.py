@@ -123,7 +123,9 @@ def test_withdrawal_without_login_with_the_receipt_code(
 
 def test_guessing_withdrawal_codes_is_rate_limited(browser: Browser, signed: dict) -> None:
     browser.logout()
-    form = {"consent_id": signed["consent_id"], "scope": "all", "confirm": "yes"}
+    form = {
+        "consent_id": signed["consent_id"], "scope": "all", "mode": "stop_use", "confirm": "yes"
+    }
     statuses = [
         browser.submit("/withdraw", {**form, "code": f"guess-{n:08d}"}).status_code
         for n in range(6)
@@ -189,7 +191,7 @@ def test_stop_future_use_keeps_the_files_but_excludes_them(
     assert db_session.scalar(select(func.count()).select_from(StoredObject)) == 1
     assert signed["consent_id"] in consents.excluded_ids(db_session)
     assert browser.submit(
-        "/consent/withdraw", {"confirm": "yes", "scope": "all"}
+        "/consent/withdraw", {"confirm": "yes", "scope": "all", "mode": "stop_use"}
     ).status_code == 409
 
 

@@ -145,7 +145,8 @@ def test_an_error_after_a_commit_does_not_claim_that_nothing_was_stored(
         raise RuntimeError("the confirmation page failed")
 
     monkeypatch.setattr(public, "withdrawal_confirmation", broken)
-    form = {"consent_id": consent_id, "code": code, "scope": "all", "confirm": "yes"}
+    form = {"consent_id": consent_id, "code": code, "scope": "all", "mode": "stop_use",
+            "confirm": "yes"}
     reply = browser.submit("/withdraw", form)
     assert reply.status_code == 500
     assert "Nothing you sent was stored" not in reply.get_data(as_text=True)
