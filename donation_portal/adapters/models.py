@@ -346,11 +346,22 @@ class WithdrawalNotice(Base):
 
 
 class ApiToken(Base):
-    """A researcher's API token; only its SHA-256 is kept, the token is shown once."""
+    """A researcher's API token; only its SHA-256 is kept, the token is shown once.
+
+    It grants only its ``scopes`` (names from ``workflows.tokens.SCOPES``), until it expires
+    or is revoked (by its owner or an admin: ``revoked_by``). The row outlives both, so the
+    owner still sees the token listed and the API can say why it is refused.
+    """
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))

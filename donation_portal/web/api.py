@@ -1,4 +1,11 @@
-"""The researcher JSON API (token or login), and its OpenAPI 3 document from the schemas."""
+"""The researcher JSON API (API tokens only), and its OpenAPI 3 document from the schemas.
+
+Every call needs a bearer token granting the scope its operation names; a login cookie is not
+taken here. A browser sends its cookie along with any site's request, so a cookie-taking API
+would need CSRF tokens and Origin checks on every state-changing call; its callers are
+scripts, which hold a token, and a browser user has the same actions on the research pages.
+The API is CSRF-exempt for that reason: nothing in a cross-site request can authenticate it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +13,16 @@ import base64
 import binascii
 import io
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Response, abort, g, jsonify, request
-from flask_login import current_user
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate
 
+from consent.db import utcnow
 from donation_portal.adapters import services
 from donation_portal.adapters.models import AccessRequest, User
 from donation_portal.adapters.request_session import get_session
@@ -28,6 +36,12 @@ from donation_portal.workflows.eligibility import count, eligible_files
 
 bp = Blueprint("research_api", __name__, url_prefix="/api")
 csrf.exempt(bp)
+
+CLOCK = "portal_clock"  # app.extensions key of a clock replacing the real one (tests)
+BEARER_ONLY = (
+    "This API takes an API token only, sent as Authorization: Bearer TOKEN; a login session "
+    "is not accepted. Create a token on your research page."
+)
 
 
 class ManifestItemSchema(Schema):
@@ -120,25 +134,50 @@ def _researcher() -> User:
     return g.api_user  # type: ignore[no-any-return]
 
 
-def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
-    """A researcher's bearer token, or a logged-in researcher's session."""
+def now() -> datetime:
+    """The time tokens are checked at: the real time, unless a test installed a clock of its
+    own as ``app.extensions[CLOCK]`` to step past an expiry."""
+    clock: Callable[[], datetime] = current_app.extensions.get(CLOCK, utcnow)
+    return clock()
 
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        header = request.headers.get("Authorization", "")
-        user = None
-        if header.startswith("Bearer "):
-            user = tokens.user_for(get_session(), header.removeprefix("Bearer ").strip())
-        elif current_user.is_authenticated:
-            user = current_user.user
-        if user is None:
-            abort(401)
-        if user.role != "researcher":
-            abort(403)
-        g.api_user = user
-        return view(*args, **kwargs)
 
-    return wrapped
+def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Only a researcher's bearer token granting ``scope`` may call the view (RFC 6750):
+    401 without a token or with one refused (unknown, expired, revoked), 403 without the
+    scope. A login cookie is ignored."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                abort(_refused(401, BEARER_ONLY, "Bearer"))
+            try:
+                grant = tokens.authenticate(get_session(), token.strip(), now())
+            except tokens.TokenRefused as refused:
+                abort(_refused(401, str(refused), 'Bearer error="invalid_token"'))
+            if grant.owner.role != "researcher":
+                abort(_problem(403, "Only a researcher's token may use this API."))
+            if scope not in grant.scopes:
+                detail = (
+                    f"This API token lacks the scope {scope} this call needs. Create a token "
+                    "with it on your research page."
+                )
+                challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+                abort(_refused(403, detail, challenge))
+            g.api_user = grant.owner
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _refused(status: int, detail: str, challenge: str) -> Response:
+    """A problem reply telling the client, as RFC 6750 does, what token it needs."""
+    response = _problem(status, detail)
+    response.headers["WWW-Authenticate"] = challenge
+    return response
 
 
 def _load(schema: Schema) -> dict[str, Any]:
@@ -177,13 +216,13 @@ def _request_out(access: AccessRequest) -> dict[str, Any]:
 
 
 @bp.get("/requests")
-@token_required
+@requires(tokens.READ_REQUESTS)
 def list_requests() -> Response:
     return jsonify([_request_out(r) for r in releases.requests_of(get_session(), _researcher())])
 
 
 @bp.post("/requests")
-@token_required
+@requires(tokens.CREATE_REQUESTS)
 def create_request() -> tuple[Response, int]:
     data = _load(ApiRequestSchema())
     encoded = data.pop("ethics_document")
@@ -201,7 +240,7 @@ def create_request() -> tuple[Response, int]:
 
 
 @bp.post("/requests/preview")
-@token_required
+@requires(tokens.CREATE_REQUESTS)
 def preview_request() -> Response:
     """How many donors, studies and files a use and filters match now, before submitting."""
     data = _load(PreviewSchema())
@@ -210,7 +249,7 @@ def preview_request() -> Response:
 
 
 @bp.get("/releases")
-@token_required
+@requires(tokens.READ_RELEASES)
 def list_releases() -> Response:
     session = get_session()
     found = [
@@ -220,7 +259,7 @@ def list_releases() -> Response:
 
 
 @bp.get("/releases/<release_id>/manifest")
-@token_required
+@requires(tokens.READ_RELEASES)
 def manifest(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, _researcher())
@@ -229,7 +268,7 @@ def manifest(release_id: str) -> Response:
 
 
 @bp.get("/releases/<release_id>/files/<int:position>")
-@token_required
+@requires(tokens.READ_RELEASES)
 def download(release_id: str, position: int) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, _researcher())
@@ -237,7 +276,7 @@ def download(release_id: str, position: int) -> Response:
 
 
 @bp.get("/releases/<release_id>/release.tar")
-@token_required
+@requires(tokens.READ_RELEASES)
 def download_tar(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, _researcher())
@@ -245,7 +284,7 @@ def download_tar(release_id: str) -> Response:
 
 
 @bp.get("/releases/<release_id>/manifest.csv")
-@token_required
+@requires(tokens.READ_RELEASES)
 def manifest_csv_view(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, _researcher())
@@ -254,13 +293,13 @@ def manifest_csv_view(release_id: str) -> Response:
 
 
 @bp.get("/notices")
-@token_required
+@requires(tokens.READ_RELEASES)
 def notices() -> Response:
     return jsonify(NoticeSchema(many=True).dump(releases.notices_for(get_session(), _researcher())))
 
 
 @bp.post("/notices/<int:notice_id>/acknowledge")
-@token_required
+@requires(tokens.ACKNOWLEDGE_NOTICES)
 def acknowledge(notice_id: int) -> tuple[str, int]:
     releases.acknowledge_notice(get_session(), notice_id, _researcher())
     return "", 204
@@ -282,14 +321,18 @@ def _taking(schema: str, operation: dict[str, Any]) -> dict[str, Any]:
 def _operation(
     summary: str,
     schema: str | dict[str, Any] | None,
+    scope: str,
     *,
     content: str = "application/json",
     status: str = "200",
     many: bool = False,
     params: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """One operation: its success response (``many``: an array of ``schema``), the problem
-    responses every endpoint can give, and its path parameters."""
+    """One operation: the token ``scope`` it needs, its success response (``many``: an array
+    of ``schema``), the problem responses every endpoint can give, and its path parameters.
+
+    OpenAPI 3.0 lets only OAuth2 schemes name scopes in ``security``; a bearer token's scope
+    is named in the description, and in ``x-scope`` for programs."""
     ok: dict[str, Any] = {"description": "No content" if status == "204" else "OK"}
     if schema is not None:
         body = {"type": "array", "items": schema} if many else schema
@@ -297,6 +340,8 @@ def _operation(
     problem_reply = {"content": {"application/problem+json": {"schema": "Problem"}}}
     return {
         "summary": summary,
+        "description": f"Needs an API token with the scope `{scope}`.",
+        "x-scope": scope,
         "security": [{"token": []}],
         "parameters": [
             {
@@ -309,8 +354,15 @@ def _operation(
         ],
         "responses": {
             status: ok,
-            "401": {"description": "No or unknown token", **problem_reply},
-            "403": {"description": "Not a researcher's token", **problem_reply},
+            "401": {
+                "description": "No token (a login cookie is not taken), or an unknown, expired "
+                "or revoked one",
+                **problem_reply,
+            },
+            "403": {
+                "description": f"The token lacks the scope `{scope}`, or is not a researcher's",
+                **problem_reply,
+            },
             "404": {"description": "Not yours or not found", **problem_reply},
             "409": {"description": "Already done (e.g. acknowledged)", **problem_reply},
             "410": {"description": "Expired or withdrawn", **problem_reply},
@@ -339,6 +391,20 @@ SCHEMAS = (
 )
 
 
+TOKEN_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": (
+        "An API token made on the research page, sent as `Authorization: Bearer TOKEN` (the "
+        "only way in: a login cookie is not taken). It expires after the days chosen when it "
+        f"was made ({tokens.DEFAULT_LIFETIME_DAYS} by default, at most "
+        f"{tokens.MAX_LIFETIME_DAYS}), can be revoked, and grants only its scopes: "
+        + "; ".join(f"`{name}`: {what}" for name, what in tokens.SCOPES.items())
+        + "."
+    ),
+}
+
+
 def openapi_document() -> dict[str, Any]:
     spec = APISpec(
         title="Donation portal researcher API",
@@ -346,37 +412,57 @@ def openapi_document() -> dict[str, Any]:
         openapi_version="3.0.3",
         plugins=[MarshmallowPlugin()],
     )
-    spec.components.security_scheme("token", {"type": "http", "scheme": "bearer"})
+    spec.components.security_scheme("token", TOKEN_SCHEME)
     for name, schema in SCHEMAS:
         spec.components.schema(name, schema=schema)
     release = ("release_id",)
     paths: dict[str, dict[str, Any]] = {
         "/api/requests": {
-            "get": _operation("Your access requests", "AccessRequest", many=True),
+            "get": _operation(
+                "Your access requests", "AccessRequest", tokens.READ_REQUESTS, many=True
+            ),
             "post": _taking(
                 "NewAccessRequest",
-                _operation("Submit an access request", "AccessRequest", status="201"),
+                _operation(
+                    "Submit an access request",
+                    "AccessRequest",
+                    tokens.CREATE_REQUESTS,
+                    status="201",
+                ),
             ),
         },
         "/api/requests/preview": {
             "post": _taking(
                 "Preview",
-                _operation("Count the donors, studies and files a use matches", "MatchCount"),
+                _operation(
+                    "Count the donors, studies and files a use matches",
+                    "MatchCount",
+                    tokens.CREATE_REQUESTS,
+                ),
             )
         },
-        "/api/releases": {"get": _operation("Your releases", "Release", many=True)},
+        "/api/releases": {
+            "get": _operation("Your releases", "Release", tokens.READ_RELEASES, many=True)
+        },
         "/api/releases/{release_id}/manifest": {
-            "get": _operation("A release's frozen manifest", "Manifest", params=release)
+            "get": _operation(
+                "A release's frozen manifest", "Manifest", tokens.READ_RELEASES, params=release
+            )
         },
         "/api/releases/{release_id}/manifest.csv": {
             "get": _operation(
-                "The manifest as CSV", {"type": "string"}, content="text/csv", params=release
+                "The manifest as CSV",
+                {"type": "string"},
+                tokens.READ_RELEASES,
+                content="text/csv",
+                params=release,
             )
         },
         "/api/releases/{release_id}/files/{position}": {
             "get": _operation(
                 "One file, Crypt4GH-encrypted to your key (exact Content-Length)",
                 BINARY,
+                tokens.READ_RELEASES,
                 content="application/octet-stream",
                 params=("release_id", "position"),
             )
@@ -385,14 +471,21 @@ def openapi_document() -> dict[str, Any]:
             "get": _operation(
                 "Every file still available, as a streamed tar of Crypt4GH files",
                 BINARY,
+                tokens.READ_RELEASES,
                 content="application/x-tar",
                 params=release,
             )
         },
-        "/api/notices": {"get": _operation("Withdrawal notices", "Notice", many=True)},
+        "/api/notices": {
+            "get": _operation("Withdrawal notices", "Notice", tokens.READ_RELEASES, many=True)
+        },
         "/api/notices/{notice_id}/acknowledge": {
             "post": _operation(
-                "Acknowledge a withdrawal notice", None, status="204", params=("notice_id",)
+                "Acknowledge a withdrawal notice",
+                None,
+                tokens.ACKNOWLEDGE_NOTICES,
+                status="204",
+                params=("notice_id",),
             )
         },
     }

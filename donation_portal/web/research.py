@@ -1,4 +1,5 @@
-"""Research pages: the researcher's profile, requests and downloads; the steward's decisions."""
+"""Research pages: the researcher's profile, requests, downloads and API tokens; the steward's
+decisions, and every researcher's live tokens for an admin to revoke."""
 
 from __future__ import annotations
 
@@ -12,22 +13,29 @@ from flask import (
     current_app,
     flash,
     jsonify,
+    make_response,
     redirect,
     render_template,
     request,
     url_for,
 )
 from flask_login import current_user
-from marshmallow import ValidationError
+from marshmallow import ValidationError, fields, post_load, validate
 from werkzeug.datastructures import MultiDict
+from werkzeug.wrappers import Response as Redirect
 
 from donation_portal.adapters import services
-from donation_portal.adapters.models import ResearcherProfile, User
+from donation_portal.adapters.models import ApiToken, ResearcherProfile, User
 from donation_portal.adapters.request_session import get_session
-from donation_portal.web import errors
+from donation_portal.web import api, errors
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
-from donation_portal.web.research_schemas import ApprovalSchema, ProfileSchema, RequestSchema
-from donation_portal.web.schemas import first_errors
+from donation_portal.web.research_schemas import (
+    ApprovalSchema,
+    FormSchema,
+    ProfileSchema,
+    RequestSchema,
+)
+from donation_portal.web.schemas import first_errors, load_form
 from donation_portal.web.security import role_required
 from donation_portal.workflows import releases, tokens
 from donation_portal.workflows.eligibility import count, eligible_files
@@ -66,11 +74,81 @@ def profile() -> Any:
     )
 
 
+class TokenSchema(FormSchema):
+    """A new API token. With no scope ticked it gets the default scopes, which the form
+    shows ticked; the name only helps its owner tell their tokens apart."""
+
+    name = fields.String(
+        load_default=tokens.DEFAULT_NAME,
+        validate=[
+            validate.Length(max=100, error="Name the token in at most 100 characters."),
+            validate.Regexp(r"\s*\S", error="Name the token."),
+        ],
+    )
+    days = fields.Integer(
+        load_default=tokens.DEFAULT_LIFETIME_DAYS,
+        validate=validate.Range(
+            min=1,
+            max=tokens.MAX_LIFETIME_DAYS,
+            error=f"A token lasts 1 to {tokens.MAX_LIFETIME_DAYS} days.",
+        ),
+    )
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(tokens.SCOPES, error="Unknown scope."))
+    )
+
+    @post_load
+    def _default_scopes(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return {**data, "scopes": data.get("scopes") or list(tokens.DEFAULT_SCOPES)}
+
+
+def _tokens_page(errors: list[str] | None = None) -> str:
+    now = api.now()
+    mine = [(t, tokens.state(t, now)) for t in tokens.tokens_of(get_session(), current_user.user)]
+    return render_template(
+        "researcher/tokens.html",
+        tokens=mine,
+        scopes=tokens.SCOPES,
+        default_scopes=tokens.DEFAULT_SCOPES,
+        default_days=tokens.DEFAULT_LIFETIME_DAYS,
+        max_days=tokens.MAX_LIFETIME_DAYS,
+        errors=errors,
+    )
+
+
+@researcher_bp.get("/tokens")
+@role_required("researcher")
+def api_tokens() -> str:
+    """The researcher's API tokens (never their values) and the form to make one."""
+    return _tokens_page()
+
+
 @researcher_bp.post("/tokens")
 @role_required("researcher")
-def new_token() -> str:
-    token = tokens.issue(get_session(), current_user.user)
-    return render_template("researcher/token.html", token=token)
+def new_token() -> Response | tuple[str, int]:
+    """Make a token and show it, once: only its digest is stored, and no cache keeps the
+    page."""
+    try:
+        data = load_form(TokenSchema(), request.form, lists=("scopes",))
+    except ValidationError as error:
+        return _tokens_page(first_errors(error)), 422
+    token, row = tokens.issue(
+        get_session(), current_user.user, data["name"], data["scopes"], data["days"], api.now()
+    )
+    response = make_response(render_template("researcher/token.html", token=token, row=row))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@researcher_bp.post("/tokens/<int:token_id>/revoke")
+@role_required("researcher")
+def revoke_token(token_id: int) -> Redirect:
+    _say_revoked(tokens.revoke(get_session(), token_id, current_user.user, api.now()))
+    return redirect(url_for("research.api_tokens"), 303)
+
+
+def _say_revoked(token: ApiToken) -> None:
+    flash(f'The API token "{token.name}" is revoked: the API refuses it from now on.')
 
 
 def _request_data() -> dict[str, Any]:
@@ -180,6 +258,22 @@ def queue() -> str:
     return render_template(
         "steward/requests.html", requests=pending, approvals=approvals, people=people
     )
+
+
+@steward_bp.get("/tokens")
+@role_required("admin")
+def all_tokens() -> str:
+    """Every researcher's API token the API still takes, for an admin to revoke."""
+    live = tokens.live_tokens(get_session(), api.now())
+    return render_template("admin/tokens.html", tokens=live)
+
+
+@steward_bp.post("/tokens/<int:token_id>/revoke")
+@role_required("admin")
+def revoke_any_token(token_id: int) -> Redirect:
+    session, admin = get_session(), current_user.user
+    _say_revoked(tokens.revoke(session, token_id, admin, api.now(), any_owner=True))
+    return redirect(url_for("research_steward.all_tokens"), 303)
 
 
 @steward_bp.get("/<request_id>/ethics")

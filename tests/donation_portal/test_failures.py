@@ -245,7 +245,9 @@ def test_tus_and_api_paths_answer_problem_json_when_the_database_is_gone(
         headers={"Tus-Resumable": "1.0.0", "Upload-Length": "10", "X-CSRFToken": csrf},
     )
     _assert_503(reply, caplog, json=True)
-    reply = logged_in_donor.client.get("/api/releases")
+    reply = logged_in_donor.client.get(
+        "/api/releases", headers={"Authorization": "Bearer dp_whatever"}
+    )
     _assert_503(reply, caplog, json=True)
 
 

@@ -6,6 +6,7 @@ Each limit is a clear 4xx, decided before a body is read whole, never a 500.
 from __future__ import annotations
 
 import io
+import re
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -41,12 +42,13 @@ class Generated(io.RawIOBase):
 
 
 def _send(
-    client: FlaskClient, path: str, body: Generated, content_type: str, length: int | None
+    client: FlaskClient, path: str, body: Generated, content_type: str, length: int | None,
+    headers: dict[str, str] | None = None,
 ) -> TestResponse:
     """POST ``body`` as a server hands it over: with its length, or chunked (no length, the
     stream ends where the body does, as gunicorn marks it)."""
     environ: dict[str, object] = {"wsgi.input": body}
-    headers = {}
+    headers = dict(headers or {})
     if length is None:
         environ["wsgi.input_terminated"] = True
         headers["Transfer-Encoding"] = "chunked"
@@ -62,6 +64,13 @@ def _logged_in(app: Flask, make_user, email: str, role: str) -> Browser:  # type
     browser = Browser(app.test_client())
     assert browser.login(email, PASSWORD).status_code == 303
     return browser
+
+
+def _bearer(reader: Browser) -> dict[str, str]:
+    """An API token (the API takes no login session) that may submit access requests."""
+    made = reader.submit("/researcher/tokens", {"name": "t", "scopes": ["requests:create"]})
+    token = re.search(r'class="token">([^<]+)<', made.get_data(as_text=True)).group(1)
+    return {"Authorization": f"Bearer {token}"}
 
 
 def test_a_32_mib_login_is_refused_without_being_read(client: FlaskClient) -> None:
@@ -140,19 +149,23 @@ def test_a_huge_id_in_a_query_is_a_clear_400(app: Flask, make_user) -> None:  # 
 
 
 def test_the_api_refuses_a_body_that_is_not_json_with_415(app: Flask, make_user) -> None:  # type: ignore[no-untyped-def]
-    reader = _logged_in(app, make_user, "r@example.org", "researcher")
+    bearer = _bearer(_logged_in(app, make_user, "r@example.org", "researcher"))
     body = '{"use": {"purpose": "health"}}'
     for path in ("/api/requests/preview", "/api/requests"):
-        response = reader.client.post(path, data=body, content_type="text/plain")
+        response = app.test_client().post(
+            path, data=body, content_type="text/plain", headers=bearer
+        )
         assert response.status_code == 415
         assert response.mimetype == "application/problem+json"
         assert "application/json" in response.get_json()["detail"]
 
 
 def test_an_oversized_api_body_is_a_413_problem(app: Flask, make_user) -> None:  # type: ignore[no-untyped-def]
-    reader = _logged_in(app, make_user, "r@example.org", "researcher")
+    bearer = _bearer(_logged_in(app, make_user, "r@example.org", "researcher"))
     body = Generated(2 * MIB)
-    response = _send(reader.client, "/api/requests/preview", body, "application/json", 2 * MIB)
+    response = _send(
+        app.test_client(), "/api/requests/preview", body, "application/json", 2 * MIB, bearer
+    )
     assert response.status_code == 413
     assert response.mimetype == "application/problem+json"
     assert body.read_so_far == 0

@@ -174,10 +174,13 @@ def test_downloads_are_sandboxed_and_never_stored(  # type: ignore[no-untyped-de
 ) -> None:
     base = f"/researcher/releases/{release.id}"
     api = f"/api/releases/{release.id}"
+    made = researcher.submit("/researcher/tokens", {"name": "t", "scopes": ["releases:read"]})
+    token = re.search(r'class="token">([^<]+)<', made.get_data(as_text=True)).group(1)
     for path in (f"{base}/files/1", f"{base}/release.tar", f"{base}/manifest.csv",
                  f"{base}/manifest.json", f"{api}/files/1", f"{api}/release.tar",
                  f"{api}/manifest.csv", f"{api}/manifest"):
-        response = researcher.client.get(path)
+        bearer = {"Authorization": f"Bearer {token}"} if path.startswith("/api/") else {}
+        response = researcher.client.get(path, headers=bearer)
         assert response.status_code == 200, path
         response.get_data()  # the whole stream
         assert_sandboxed(response)

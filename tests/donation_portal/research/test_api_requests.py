@@ -20,7 +20,8 @@ NEW = {"title": "Lung nodules", "abstract": "A study of lung imaging data.", "us
 
 @pytest.fixture
 def api(app: Flask, researcher: Browser) -> tuple[FlaskClient, dict[str, str]]:  # noqa: F811
-    page = researcher.submit("/researcher/", {}, action="/researcher/tokens")
+    scopes = ["requests:read", "requests:create"]
+    page = researcher.submit("/researcher/tokens", {"name": "requests", "scopes": scopes})
     token = re.search(r'class="token">([^<]+)<', page.get_data(as_text=True)).group(1)
     return app.test_client(), {"Authorization": f"Bearer {token}"}
 
