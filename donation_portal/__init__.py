@@ -36,7 +36,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=bool(settings["SESSION_COOKIE_SECURE"]),
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        SESSION_COOKIE_PATH="/",  # what a __Host- cookie needs (and no Domain: Flask sets none)
+        # the cookie's own expiry; the server enforces the idle and absolute limits: web.sessions
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=int(settings["SESSION_ABSOLUTE_HOURS"])),
         WTF_CSRF_TIME_LIMIT=None,
         VERSION=__version__,
     )

@@ -101,9 +101,13 @@ def validate(settings: Mapping[str, Any]) -> None:
         "JOB_MAX_ATTEMPTS",
         "JOB_STALLED_AFTER",
         "ORPHAN_GRACE",
+        "SESSION_IDLE_MINUTES",
+        "SESSION_IDLE_MINUTES_STAFF",
+        "SESSION_ABSOLUTE_HOURS",
     ):
         if int(settings[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
+    _validate_session_cookie(settings)
     if int(settings["HSTS_SECONDS"]) < 0:
         raise ConfigError("HSTS_SECONDS must be 0 (no HSTS) or positive")
     secret = settings.get("SECRET_KEY") or ""
@@ -135,3 +139,14 @@ def validate(settings: Mapping[str, Any]) -> None:
     for key in ("DEID_KEY_FILE", "SEAL_KEY_FILE", "RECEIPT_KEY_FILE"):
         if not Path(settings[key]).is_file():
             raise ConfigError(f"production needs the key file {key} ({settings[key]})")
+
+
+def _validate_session_cookie(settings: Mapping[str, Any]) -> None:
+    """A browser silently drops a ``__Host-`` or ``__Secure-`` cookie sent without ``Secure``
+    (nobody could log in), and production must name its cookie ``__Host-`` so that neither
+    plain HTTP nor another host under the same domain can plant or overwrite it."""
+    name = str(settings["SESSION_COOKIE_NAME"])
+    if name.startswith(("__Host-", "__Secure-")) and not settings["SESSION_COOKIE_SECURE"]:
+        raise ConfigError(f"SESSION_COOKIE_NAME {name!r} needs SESSION_COOKIE_SECURE=true")
+    if settings["ENV"] == "production" and not name.startswith("__Host-"):
+        raise ConfigError("production needs a SESSION_COOKIE_NAME starting with __Host-")

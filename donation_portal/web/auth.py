@@ -1,13 +1,23 @@
-"""Register, log in, log out."""
+"""Register, log in, log out (each audited by its use case in ``workflows.accounts``)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required, login_user, logout_user
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web import sessions
 from donation_portal.web.schemas import LoginSchema, RegisterSchema, first_errors, load_form
 from donation_portal.web.security import LoginUser, limiter, login_rate_limit
 from donation_portal.workflows import accounts
@@ -52,7 +62,8 @@ def login() -> str | Response | tuple[str, int]:
         data = load_form(LoginSchema(), request.form)
     except ValidationError as error:
         return _form_error("auth/login.html", first_errors(error), 400)
-    user = accounts.log_in(get_session(), data["email"], data["password"])
+    key = str(current_app.config["SECRET_KEY"]).encode("utf-8")
+    user = accounts.log_in(get_session(), data["email"], data["password"], pseudonym_key=key)
     if user is None:
         return _form_error("auth/login.html", ["Wrong e-mail address or password."], 401)
     _start_session(LoginUser(user))
@@ -74,6 +85,7 @@ def _start_session(user: LoginUser) -> None:
     session.clear()
     login_user(user)
     session.permanent = True
+    sessions.start()
 
 
 def _form_error(template: str, errors: list[str], status: int = 422) -> tuple[str, int]:

@@ -1,4 +1,4 @@
-"""Login, CSRF, rate limits and role checks."""
+"""Login, CSRF, rate limits and role checks; every refused authorisation (403) is audited."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Flask, abort, current_app
+from flask import Flask, Response, abort, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user
@@ -14,6 +14,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from donation_portal.adapters.models import User
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web import sessions
 from donation_portal.workflows import accounts
 
 csrf = CSRFProtect()
@@ -43,6 +44,7 @@ class LoginUser(UserMixin):
 def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config["RATELIMIT_HEADERS_ENABLED"] = True
+    sessions.init_app(app)  # first: an expired session is told so, not "this form has expired"
     csrf.init_app(app)
     # flask-login's own context processor loads the user (a query) for every template;
     # the proxy loads it only when a template reads it, so a page that does not (the error
@@ -50,12 +52,25 @@ def init_app(app: Flask) -> None:
     login_manager.init_app(app, add_context_processor=False)
     app.context_processor(lambda: {"current_user": current_user})
     limiter.init_app(app)
+    app.after_request(_audit_refusal)
 
 
 @login_manager.user_loader
 def _load_user(login_id: str) -> LoginUser | None:
     user = accounts.user_for_login(get_session(), login_id)
     return LoginUser(user) if user is not None else None
+
+
+def _audit_refusal(response: Response) -> Response:
+    """Audit each 403 whichever check gave it (a role, the API's token check, tus, a wrong
+    withdrawal code), under the endpoint refused."""
+    if response.status_code != 403:
+        return response
+    user = current_user.user if current_user.is_authenticated else None
+    session = get_session()
+    session.rollback()  # the refused request's uncommitted work must not commit with the entry
+    accounts.record_refusal(session, user, request.endpoint or "(none)")
+    return response
 
 
 def login_rate_limit() -> str:

@@ -1,11 +1,20 @@
 """Accounts: argon2id password hashes, roles, and server-side revocable sessions.
 
 ``create_user``, ``find_user`` and ``authenticate`` are services that only flush (the CLI
-and setup scripts commit around them); ``register``, ``log_in`` and ``log_out`` are the web
-use cases, each one unit of work that commits.
+and setup scripts commit around them); ``register``, ``log_in``, ``log_out``,
+``expire_session`` and ``record_refusal`` are the web use cases, each one unit of work that
+commits.
+
+Each authentication event is audited (``auth.*``) under an opaque reference, never an e-mail
+address or a password: the account's ``user:<id>``, or for a login attempt naming no account a
+keyed hash of the address (``login_pseudonym``), so repeated guesses at one address show as one
+actor without the trail holding the address.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -18,6 +27,8 @@ from donation_portal.adapters.models import ROLES, User, user_ref
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 MIN_PASSWORD_LENGTH = 10
+ANONYMOUS = "anonymous"  # the audit actor of a request that no login session or account names
+_PSEUDONYM_LABEL = b"donation-portal login e-mail\x00"  # keeps these hashes apart from other uses
 
 
 class AccountError(Exception):
@@ -64,15 +75,18 @@ def register(session: Session, email: str, password: str) -> User:
     """A donor creates their account. Commits; AccountError (nothing stored) if refused."""
     begin_write(session)
     user = create_user(session, email, password, "donor")
+    _audit(session, "auth.register", user, {"role": user.role})  # and logged in: a session begins
     session.commit()
     return user
 
 
-def log_in(session: Session, email: str, password: str) -> User | None:
+def log_in(session: Session, email: str, password: str, *, pseudonym_key: bytes) -> User | None:
     """Check the password; on success record the login (audited) and rehash the password
-    if argon2's parameters have changed. Commits; None (nothing stored) if it is wrong."""
+    if argon2's parameters have changed. Commits; None if it is wrong, with only the failed
+    attempt recorded (``pseudonym_key`` names an address that has no account)."""
     user = authenticate(session, email, password)  # slow on purpose: not under a write lock
     if user is None:
+        _record_failed_login(session, email, pseudonym_key)
         return None
     new_hash = _hasher.hash(password) if _hasher.check_needs_rehash(user.password_hash) else None
     begin_write(session)
@@ -81,16 +95,35 @@ def log_in(session: Session, email: str, password: str) -> User | None:
         return None
     if new_hash is not None:
         user.password_hash = new_hash
-    consents.audit.record(
-        session,
-        "auth.login",
-        actor=user_ref(user.id),
-        subject_type="user",
-        subject_id=str(user.id),
-        detail={"role": user.role},
-    )
+    _audit(session, "auth.login", user, {"role": user.role})
     session.commit()
     return user
+
+
+def login_pseudonym(key: bytes, email: str) -> str:
+    """The audit's name for an e-mail address: stable across attempts (whatever its case or
+    spacing), and unreadable without ``key`` (a plain hash of an address is easily reversed
+    by hashing candidate addresses)."""
+    message = _PSEUDONYM_LABEL + normalise_email(email).encode("utf-8")
+    return "email-hmac:" + hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
+
+
+def _record_failed_login(session: Session, email: str, pseudonym_key: bytes) -> None:
+    begin_write(session)
+    user = find_user(session, email)
+    if user is not None:
+        _audit(session, "auth.login_failed", user, {"reason": "password"})
+    else:
+        pseudonym = login_pseudonym(pseudonym_key, email)
+        consents.audit.record(
+            session,
+            "auth.login_failed",
+            actor=pseudonym,
+            subject_type="email-hmac",
+            subject_id=pseudonym.removeprefix("email-hmac:"),
+            detail={"reason": "no-account"},
+        )
+    session.commit()
 
 
 def log_out(session: Session, user: User) -> None:
@@ -102,8 +135,44 @@ def log_out(session: Session, user: User) -> None:
         .values(session_version=User.session_version + 1)
         .execution_options(synchronize_session=False)
     )
+    _audit(session, "auth.logout", user)
     session.commit()
     session.expire(user, ["session_version"])
+
+
+def expire_session(session: Session, user: User, reason: str) -> None:
+    """Record that one login session of ``user`` ran out (``reason``: ``idle`` or
+    ``absolute``). Commits. Their other sessions go on: the web layer clears this one, and a
+    kept copy of its cookie stays expired (the times it is checked by are signed into it)."""
+    begin_write(session)
+    _audit(session, "auth.session_expired", user, {"reason": reason})
+    session.commit()
+
+
+def record_refusal(session: Session, user: User | None, endpoint: str) -> None:
+    """Record a refused authorisation (a 403) of ``user`` (None: not logged in) at
+    ``endpoint``. Commits; call it with nothing of the refused request left uncommitted."""
+    begin_write(session)
+    consents.audit.record(
+        session,
+        "auth.forbidden",
+        actor=user_ref(user.id) if user is not None else ANONYMOUS,
+        subject_type="endpoint",
+        subject_id=endpoint,
+        detail={"role": user.role} if user is not None else {},
+    )
+    session.commit()
+
+
+def _audit(session: Session, action: str, user: User, detail: dict[str, str] | None = None) -> None:
+    consents.audit.record(
+        session,
+        action,
+        actor=user_ref(user.id),
+        subject_type="user",
+        subject_id=str(user.id),
+        detail=detail,
+    )
 
 
 def login_id(user: User) -> str:
