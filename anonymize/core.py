@@ -21,8 +21,10 @@ from anonymize import (
     pixel_geometry,
     reader,
     sop_classes,
+    values,
     writer,
 )
+from anonymize.context import Context
 from anonymize.outcome import (
     DeidentificationError,
     Outcome,
@@ -38,11 +40,13 @@ IDENTITY_REMOVED = 0x00120062  # Patient Identity Removed
 METHOD = 0x00120063  # De-identification Method
 METHOD_CODES = 0x00120064  # De-identification Method Code Sequence
 TEMPORAL_MODIFIED = 0x00280303  # Longitudinal Temporal Information Modified
+PIXEL_DATA = 0x7FE00010  # what follows the pixel data comes after it in tag order too
+SIMPLE_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6"})
 
 
 def _string(ds: Dataset, keyword: str) -> str:
     """A UI or CS value (several values joined by a backslash), read without conversion."""
-    return "\\".join(engine.ascii_values(ds, tag_for_keyword(keyword))).strip()
+    return "\\".join(values.ascii_values(ds, tag_for_keyword(keyword))).strip()
 
 
 def _rejected(code: str, profile: Profile) -> Outcome:
@@ -54,14 +58,14 @@ def _set_identity(ds: Dataset, pseudonym: str, profile: Profile, implicit: bool,
                   little_endian: bool) -> None:
     """PatientName/ID become the pseudonym; the de-identification is recorded (CID 7050)."""
     if pseudonym.isascii():
-        engine.set_ascii(ds, PATIENT_NAME, "PN", [pseudonym])
-        engine.set_ascii(ds, PATIENT_ID, "LO", [pseudonym])
+        values.set_ascii(ds, PATIENT_NAME, "PN", [pseudonym])
+        values.set_ascii(ds, PATIENT_ID, "LO", [pseudonym])
     else:
         ds.PatientName = pseudonym
         ds.PatientID = pseudonym
-    engine.set_ascii(ds, IDENTITY_REMOVED, "CS", ["YES"])
+    values.set_ascii(ds, IDENTITY_REMOVED, "CS", ["YES"])
     options = profile.ordered()
-    engine.set_ascii(ds, METHOD, "LO", _method_meanings(options))
+    values.set_ascii(ds, METHOD, "LO", _method_meanings(options))
     ds[METHOD_CODES] = _method_codes(options, implicit, little_endian)
     if "retain_long_modified_dates" in profile:
         temporal = "MODIFIED"
@@ -69,7 +73,7 @@ def _set_identity(ds: Dataset, pseudonym: str, profile: Profile, implicit: bool,
         temporal = "UNMODIFIED"
     else:
         temporal = "REMOVED"
-    engine.set_ascii(ds, TEMPORAL_MODIFIED, "CS", [temporal])
+    values.set_ascii(ds, TEMPORAL_MODIFIED, "CS", [temporal])
 
 
 def _codes(options: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -104,7 +108,7 @@ def _simple_charset(ds: Dataset) -> bool:
         return True
     charset = ds.get("SpecificCharacterSet", "")
     values = [charset] if isinstance(charset, str) else list(charset)
-    return all(str(v).strip() in engine.SIMPLE_CHARSETS for v in values)
+    return all(str(v).strip() in SIMPLE_CHARSETS for v in values)
 
 
 def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
@@ -125,8 +129,8 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
     if _string(ds, "RecognizableVisualFeatures").upper() == "YES":
         review.add("recognizable_features")
     simple_charset = _simple_charset(ds)
-    ctx = engine.Context(
-        key=key,
+    ctx = Context(
+        uid_key=keys.donor_uid_key(key, pseudonym),
         options=profile.options,
         shift_days=keys.date_shift_days(key, pseudonym),
         identifiers=identifiers.collect(ds, pseudonym, simple_charset),
@@ -136,7 +140,7 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
     walker = engine.Walker(ctx, simple_charset)
     walker.walk(ds)
     if parsed.tail is not None:
-        walker.walk(parsed.tail)
+        walker.walk(parsed.tail, after=PIXEL_DATA)
     review |= ctx.review
     _set_identity(ds, pseudonym, profile, parsed.implicit, parsed.little_endian)
     sop_instance = _string(ds, "SOPInstanceUID")
@@ -203,8 +207,9 @@ def deidentify(
 
     Never raises for bad input: every problem with the input is an Outcome with verdict
     REJECTED and a reason_code. ``src`` may be a path or a readable, seekable binary stream;
-    on REJECTED the caller discards whatever was written to ``dst``. ``key`` (>= 32 bytes) keys
-    the UID remapping (HMAC -> 2.25.<int>) and the per-pseudonym date offset.
+    on REJECTED the caller discards whatever was written to ``dst``. ``key`` (>= 32 bytes) keys,
+    with the pseudonym, the UID remapping (HMAC -> 2.25.<int>, per donor) and the donor's date
+    offset.
 
     What is not the input's fault is never a rejection: an exception raised by the ``src`` or
     ``dst`` stream itself (a full disk, a failing storage backend, a quota) propagates

@@ -36,6 +36,17 @@ def is_public_oid(value: str) -> bool:
     return is_registered_uid(value) or value.startswith(PUBLIC_OID_ROOTS)
 
 
+@lru_cache(maxsize=1024)
+def donor_uid_key(key: bytes, pseudonym: str) -> bytes:
+    """The key of one donor's UIDs, derived from the deployment secret and the pseudonym.
+
+    Keyed by donor so that two donors who give the same study (a shared CD, a family
+    upload) do not get the same Study, Series, SOP Instance and Frame of Reference UIDs: equal
+    UIDs would link their donations. The same donor gets the same UIDs in every upload.
+    """
+    return hmac.new(key, b"uid-donor\x00" + pseudonym.encode("utf-8"), hashlib.sha256).digest()
+
+
 @lru_cache(maxsize=65536)
 def _remap(key: bytes, value: str) -> str:
     digest = hmac.new(key, b"uid\x00" + value.encode("ascii", "replace"), hashlib.sha256)
@@ -45,7 +56,8 @@ def _remap(key: bytes, value: str) -> str:
 def remap_uid(key: bytes, value: str) -> str:
     """Replace an instance UID by ``2.25.<128-bit HMAC>``; registered UIDs are kept.
 
-    The same UID maps to the same output under the same key, in every file and every run.
+    ``key`` is a donor's UID key (:func:`donor_uid_key`): the same UID maps to the same
+    output for the same donor, in every file and every run, and to another for another donor.
     """
     value = value.strip().rstrip("\x00")
     if not value or is_registered_uid(value):

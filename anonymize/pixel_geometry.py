@@ -10,6 +10,9 @@ are enough.
 * Native (uncompressed) Pixel Data has a defined length of Rows x Columns x Samples per Pixel x
   Bits Allocated / 8 x Number of Frames bytes (1-bit data packed eight pixels to a byte,
   YBR_FULL_422 storing two chroma samples per two pixels), plus one pad byte when that is odd.
+* Integer Pixel Data needs its Pixel Representation (0 unsigned, 1 signed): without it neither
+  the pixels nor the header's US-or-SS values (smallest and largest pixel value, ...) can be
+  read, and an Implicit VR output could not be read back.
 * Encapsulated Pixel Data is a Basic Offset Table item, fragment items and a delimiter
   (``fragments``). Each frame needs at least one fragment of its own, so there are at least as
   many fragments as frames; a non-empty offset table has one entry per frame, each entry the
@@ -30,6 +33,7 @@ from anonymize.reader import PixelExtent
 ROWS, COLUMNS = 0x00280010, 0x00280011
 SAMPLES_PER_PIXEL, BITS_ALLOCATED = 0x00280002, 0x00280100
 NUMBER_OF_FRAMES, PHOTOMETRIC_INTERPRETATION = 0x00280008, 0x00280004
+PIXEL_DATA, PIXEL_REPRESENTATION = 0x7FE00010, 0x00280103
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ def check(ds: Dataset, encapsulated: bool, pixels: list[PixelExtent]) -> None:
     if not pixels:
         return
     declared = _declared_geometry(ds)
+    if any(extent.tag == PIXEL_DATA for extent in pixels) and _value(
+            ds, PIXEL_REPRESENTATION) not in (0, 1):
+        raise Rejection("pixel_geometry")
     for extent in pixels:
         if extent.fragments is None:
             fits = not encapsulated and _native_fits(extent.length or 0, declared)

@@ -61,7 +61,8 @@ ACCEPTED_TRANSFER_SYNTAXES = frozenset(
         "1.2.840.10008.1.2.5",  # RLE Lossless
     }
 )
-PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+PIXEL_VRS = {0x7FE00010: (b"OB", b"OW"), 0x7FE00008: (b"OF",), 0x7FE00009: (b"OD",)}
+PIXEL_TAGS = frozenset(PIXEL_VRS)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
              b"UT", b"UV"}
 
@@ -99,9 +100,11 @@ class CappedReader(io.RawIOBase):
 
 @dataclass
 class PixelExtent:
-    """Where the encoded pixel data element (tag to end of value) lies in the source, and what
-    its value holds: a defined length (native) or fragments (encapsulated)."""
+    """Which pixel data element (Pixel Data, Float or Double Float Pixel Data), where it lies in
+    the source (tag to end of value), and what its value holds: a defined length (native) or
+    fragments (encapsulated)."""
 
+    tag: int
     start: int
     end: int
     length: int | None = None
@@ -205,8 +208,9 @@ def _inflated_stream(meta_raw: dict[int, bytes], stream: BinaryIO, offset: int,
     return io.BytesIO(buffer.getvalue())
 
 
-def _element_header(stream: BinaryIO, implicit: bool, little: bool) -> tuple[int, int, int]:
-    """Read one element header; return (tag, value length, header length)."""
+def _element_header(stream: BinaryIO, implicit: bool,
+                    little: bool) -> tuple[int, int, bytes | None]:
+    """Read one element header; return (tag, value length, VR or None if implicit)."""
     endian = "<" if little else ">"
     head = stream.read(8)
     if len(head) < 8:
@@ -215,27 +219,33 @@ def _element_header(stream: BinaryIO, implicit: bool, little: bool) -> tuple[int
     tag = (group << 16) | element
     if implicit or group == 0xFFFE or not head[4:6].isalpha():
         # pydicom reads an implicit element inside an explicit file; so must the extent walk
-        return tag, struct.unpack(endian + "L", head[4:8])[0], 8
+        return tag, struct.unpack(endian + "L", head[4:8])[0], None
     if head[4:6] in _LONG_VRS:
         extra = stream.read(4)
         if len(extra) < 4:
             raise Rejection("truncated")
-        return tag, struct.unpack(endian + "L", extra)[0], 12
-    return tag, struct.unpack(endian + "H", head[6:8])[0], 8
+        return tag, struct.unpack(endian + "L", extra)[0], head[4:6]
+    return tag, struct.unpack(endian + "H", head[6:8])[0], head[4:6]
 
 
 def _pixel_extent(stream: BinaryIO, size: int, implicit: bool, little: bool) -> PixelExtent:
-    """Locate one pixel data element, checking every declared length against the file."""
+    """Locate one pixel data element, checking every declared length against the file.
+
+    It is copied as it is, header included, so a VR it has must be the one the dictionary
+    gives it: any other would make the output unreadable (a header without one, as an
+    implicit element in an explicit file, is read back as pydicom read it)."""
     start = stream.tell()
-    _tag, length, _ = _element_header(stream, implicit, little)
+    tag, length, vr = _element_header(stream, implicit, little)
+    if vr is not None and vr not in PIXEL_VRS[tag]:
+        raise Rejection("malformed")
     if length != UNDEFINED:
         end = stream.tell() + length
         if end > size:
             raise Rejection("truncated")
         stream.seek(end)
-        return PixelExtent(start, end, length=length)
+        return PixelExtent(tag, start, end, length=length)
     found = walk_encapsulated(stream, size, little)
-    return PixelExtent(start, stream.tell(), fragments=found)
+    return PixelExtent(tag, start, stream.tell(), fragments=found)
 
 
 def _tail(stream: BinaryIO, size: int, implicit: bool, little: bool) -> Dataset | None:
@@ -264,13 +274,23 @@ def _read_header(stream: BinaryIO, offset: int, transfer_syntax: UID) -> FileDat
     stream.seek(offset)
     if stream.read(2) == b"\x00\x00":
         stream.seek(0)
-        return dcmread(stream, stop_before_pixels=True, defer_size=DEFER_SIZE)
+        return _commands_first(dcmread(stream, stop_before_pixels=True, defer_size=DEFER_SIZE))
     stream.seek(offset)
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
     dataset = read_dataset(stream, implicit, little, stop_when=_at_pixels,
                            defer_size=DEFER_SIZE)
     ds = FileDataset(stream, dataset, None, None, implicit, little)
     ds.set_original_encoding(implicit, little, dataset._character_set)
+    return ds
+
+
+def _commands_first(ds: FileDataset) -> FileDataset:
+    """Put the command group back where the file had it, first: dcmread appends it, and the
+    engine takes elements out of tag order for a sign of a damaged file."""
+    for tag in [tag for tag in ds.keys() if tag >> 16]:  # noqa: SIM118 - raw, unconverted
+        elem = ds.get_item(tag, keep_deferred=True)
+        del ds[tag]
+        ds[tag] = elem
     return ds
 
 
