@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -39,6 +39,19 @@ _COLUMNS = (
     AuditEntry.prev_hash,
     AuditEntry.hash,
 )
+
+
+class _HashedColumns(TypedDict):
+    """The columns an entry's hash covers (all but ``hash``), typed for ``entry_hash(**…)``."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    detail: Mapping[str, Any]
+    prev_hash: str
 
 
 def entry_hash(
@@ -95,10 +108,9 @@ def record(
         select(AuditEntry.id, AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)
     ).first()
     previous_id, previous_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-    entry_id, at = previous_id + 1, utcnow()
-    digest = entry_hash(
-        id=entry_id,
-        at=at,
+    fields = _HashedColumns(
+        id=previous_id + 1,
+        at=utcnow(),
         actor=actor,
         action=action,
         subject_type=subject_type,
@@ -106,17 +118,7 @@ def record(
         detail=payload,
         prev_hash=previous_hash,
     )
-    entry = AuditEntry(
-        id=entry_id,
-        at=at,
-        actor=actor,
-        action=action,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        detail=payload,
-        prev_hash=previous_hash,
-        hash=digest,
-    )
+    entry = AuditEntry(**fields, hash=entry_hash(**fields))
     session.add(entry)
     session.flush()
     return entry
