@@ -52,7 +52,7 @@ from donation_portal.workflows.deidentified import (
     Claim,
     StoreFor,
     audit_uploaded,
-    deidentify_into,
+    deidentify_to_object,
     delete_objects,
     described,
     donated_before,
@@ -61,7 +61,7 @@ from donation_portal.workflows.deidentified import (
     rejection,
     too_large,
 )
-from storage import Backend, ObjectInfo, ObjectWriter
+from storage import Backend, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -135,19 +135,19 @@ def ingest_archive(
         try:
             archive = zipfile.ZipFile(source)
         except (zipfile.BadZipFile, EOFError, ValueError):
-            return _finish(session_factory, store_for, upload_id, claim, DAMAGED, Counter())
+            return _finish(session_factory, store_for, upload_id, claim, DAMAGED, 0)
         entries = archive.infolist()
         if len(entries) > MAX_ENTRIES:
-            return _finish(session_factory, store_for, upload_id, claim, TOO_MANY, Counter())
+            return _finish(session_factory, store_for, upload_id, claim, TOO_MANY, 0)
         done = _recorded_members(session_factory, upload_id)
-        counts: Counter[str] = Counter()
+        left_out = 0
         batch: list[_Image] = []
         for member, entry in _candidates(entries, done):
             image = _deidentify_entry(
                 archive, entry, member, backend, deid_key, claim, max_entry_bytes
             )
             if image is None:
-                counts["left_out"] += 1
+                left_out += 1
                 continue
             batch.append(image)
             if len(batch) >= BATCH_FILES or sum(i.size for i in batch) >= BATCH_BYTES:
@@ -159,7 +159,7 @@ def ingest_archive(
             state = _record_batch(session_factory, store_for, deid_key, upload_id, claim, batch)
             if state != UPLOAD_PROCESSING:
                 return state
-    return _finish(session_factory, store_for, upload_id, claim, NO_IMAGES, counts)
+    return _finish(session_factory, store_for, upload_id, claim, NO_IMAGES, left_out)
 
 
 def _candidates(
@@ -198,26 +198,12 @@ def _deidentify_entry(
             stream.seek(0)
             if entry.file_size <= IN_MEMORY_BYTES:  # pydicom's many small reads, from memory
                 stream = io.BytesIO(stream.read())  # type: ignore[assignment]
-            return _deidentify_stream(stream, member, entry.file_size, backend, deid_key, claim)
+            outcome, info = deidentify_to_object(backend, claim, stream, deid_key)
+            return _Image(member, entry.file_size, outcome, info)
     except (zipfile.BadZipFile, zlib.error, EOFError):
         return _rejected(member, entry.file_size, ENTRY_DAMAGED)
     except NotImplementedError:
         return _rejected(member, entry.file_size, ENTRY_UNSUPPORTED)
-
-
-def _deidentify_stream(
-    stream: BinaryIO, member: int, size: int, backend: Backend, deid_key: bytes, claim: Claim
-) -> _Image:
-    writer = ObjectWriter(backend, claim.consent_id, claim.public_key)
-    try:
-        outcome = deidentify_into(writer, stream, deid_key, claim.pseudonym)
-        if outcome.verdict == anonymize.Verdict.REJECTED:
-            writer.abort()
-            return _Image(member, size, outcome, None)
-        return _Image(member, size, outcome, writer.commit())
-    except BaseException:
-        writer.abort()
-        raise
 
 
 def _rejected(member: int, size: int, why: tuple[str, str]) -> _Image:
@@ -347,7 +333,7 @@ def _finish(
     upload_id: str,
     claim: Claim,
     empty: tuple[str, str],
-    counts: Counter[str],
+    left_out: int,
 ) -> str:
     """Close the upload: its quarantine goes; if no image was found, its row says why."""
     with session_factory() as session:
@@ -368,9 +354,7 @@ def _finish(
             upload.updated_at = utcnow()
         state = upload.state
         session.commit()
-    if counts["left_out"]:
-        log.info(
-            "archive upload %s: %d entries were not DICOM files", upload_id, counts["left_out"]
-        )
+    if left_out:
+        log.info("archive upload %s: %d entries were not DICOM files", upload_id, left_out)
     delete_objects(store_for, session_factory, parts)
     return state

@@ -27,7 +27,7 @@ from donation_portal.adapters.models import (
     Upload,
 )
 from donation_portal.workflows import uploads
-from storage import ObjectInfo, ObjectStore, ObjectWriter
+from storage import Backend, ObjectInfo, ObjectStore, ObjectWriter
 
 StoreFor = Callable[[Session], ObjectStore]
 DUPLICATE_REASON = "You donated this image before; it is kept once."
@@ -131,15 +131,23 @@ def delete_objects(
             uploads.delete_quietly(store_for(session), object_ids)
 
 
-def deidentify_into(
-    writer: ObjectWriter, source: BinaryIO, deid_key: bytes, pseudonym: str
-) -> anonymize.Outcome:
-    """De-identify ``source`` into ``writer`` (not committed: the caller commits or aborts)."""
-    output = AppendOnly(writer)
-    outcome = anonymize.deidentify(source, output, key=deid_key, pseudonym=pseudonym)
-    if outcome.verdict != anonymize.Verdict.REJECTED:
+def deidentify_to_object(
+    backend: Backend, claim: Claim, source: BinaryIO, deid_key: bytes
+) -> tuple[anonymize.Outcome, ObjectInfo | None]:
+    """De-identify ``source`` into a new object of the consent's key scope; the object is
+    committed unless the file is rejected (None), and nothing is left behind on an error."""
+    writer = ObjectWriter(backend, claim.consent_id, claim.public_key)
+    try:
+        output = AppendOnly(writer)
+        outcome = anonymize.deidentify(source, output, key=deid_key, pseudonym=claim.pseudonym)
+        if outcome.verdict == anonymize.Verdict.REJECTED:
+            writer.abort()
+            return outcome, None
         output.drain()
-    return outcome
+        return outcome, writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
 
 
 class AppendOnly(io.RawIOBase):

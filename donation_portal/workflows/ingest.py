@@ -56,7 +56,7 @@ from donation_portal.workflows.deidentified import (
     Claim,
     StoreFor,
     audit_uploaded,
-    deidentify_into,
+    deidentify_to_object,
     delete_objects,
     describe,
     donated_before,
@@ -69,7 +69,6 @@ from storage import (
     KeyUnavailable,
     ObjectInfo,
     ObjectNotFound,
-    ObjectWriter,
     StorageFull,
     StorageUnavailable,
 )
@@ -197,21 +196,9 @@ def _deidentify(
 ) -> _Produced:
     """No transaction is open here: this is the long part."""
     try:
-        writer = ObjectWriter(backend, claim.consent_id, claim.public_key)
-    except BaseException:
-        source.close()
-        raise
-    try:
         # pydicom reads element by element: from a buffer, not from the decrypting reader
         buffered = io.BufferedReader(source, _READ_BUFFER)
-        outcome = deidentify_into(writer, buffered, deid_key, claim.pseudonym)
-        if outcome.verdict == anonymize.Verdict.REJECTED:
-            writer.abort()
-            return _Produced(outcome, None)
-        return _Produced(outcome, writer.commit())
-    except BaseException:
-        writer.abort()
-        raise
+        return _Produced(*deidentify_to_object(backend, claim, buffered, deid_key))
     finally:
         source.close()
 
