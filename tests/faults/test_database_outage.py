@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from sqlalchemy import Connection, create_engine, make_url, text
@@ -36,6 +36,7 @@ from tests.conftest import postgres_admin_url
 from .conftest import Portal
 from .dicom import multiframe_bytes
 from .http import Client, Reply, Tus
+from .processes import WebServer
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 WAIT_SECONDS = 20.0
@@ -366,6 +367,34 @@ class Outage(threading.Thread):
             self.admin.dispose()
 
 
+class Fault(Protocol):
+    """A thread that harms the database while donors upload (Outage, a restart)."""
+
+    def start(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+def upload_during(fault: Fault, donors: list[Donor], stop_at: float) -> None:
+    """The donors upload while ``fault`` runs: started before them, ended after them."""
+    fault.start()
+    try:
+        for donor in donors:
+            donor.start()
+        for donor in donors:
+            donor.join(max(0.0, stop_at - time.monotonic()) + 5)
+    finally:
+        fault.end()
+
+
+def assert_donors_finished(donors: list[Donor], server: WebServer) -> None:
+    """No donor hung or failed on its own, and gunicorn lived through it."""
+    assert not any(d.is_alive() for d in donors), "a donor hung"
+    for donor in donors:
+        assert donor.error is None, donor.error
+    assert server.alive(), f"gunicorn died:\n{server.output()}"
+
+
 def assert_every_acknowledged_upload_complete(portal: Portal, tally: Tally) -> None:
     """Every acknowledged upload is there, at least at its acknowledged offset, complete,
     with parts that decrypt to the bytes sent, its file waiting for its job; and no request
@@ -400,19 +429,9 @@ def test_acknowledged_uploads_survive_dropped_connections_under_load(pg_portal: 
     for donor in donors:
         donor.create_all()
     outage = Outage(portal)
-    outage.start()
-    try:
-        for donor in donors:
-            donor.start()
-        for donor in donors:
-            donor.join(max(0.0, stop_at - time.monotonic()) + 5)
-    finally:
-        outage.end()
+    upload_during(outage, donors, stop_at)
     assert outage.error is None, outage.error
-    assert not any(d.is_alive() for d in donors), "a donor hung"
-    for donor in donors:
-        assert donor.error is None, donor.error
-    assert server.alive(), f"gunicorn died:\n{server.output()}"
+    assert_donors_finished(donors, server)
     assert outage.terminated > 0
     assert outage.killed_waiting > 0, "no PATCH was caught waiting for its upload's key"
     assert tally.statuses[503] > 0, f"the outage never failed a request: {dict(tally.statuses)}"

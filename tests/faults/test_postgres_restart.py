@@ -41,7 +41,9 @@ from .test_database_outage import (
     Donor,
     ServerError,
     Tally,
+    assert_donors_finished,
     assert_every_acknowledged_upload_complete,
+    upload_during,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
@@ -170,19 +172,9 @@ def test_acknowledged_uploads_survive_a_real_postgres_restart_under_load(
     for donor in donors:
         donor.create_all()
     restarter = Restarter(restartable, tally)
-    restarter.start()
-    try:
-        for donor in donors:
-            donor.start()
-        for donor in donors:
-            donor.join(max(0.0, stop_at - time.monotonic()) + 5)
-    finally:
-        restarter.end()
+    upload_during(restarter, donors, stop_at)
     assert restarter.error is None, f"{restarter.error}\n{pg.log_tail()}"
-    assert not any(d.is_alive() for d in donors), "a donor hung"
-    for donor in donors:
-        assert donor.error is None, donor.error
-    assert server.alive(), f"gunicorn died:\n{server.output()}"
+    assert_donors_finished(donors, server)
 
     # the server really restarted, twice, while uploads were in flight, and each restart
     # failed requests (503 is what only a restart gives in this test)
