@@ -151,6 +151,23 @@ def app(app_config: dict[str, Any], session_factory: sessionmaker[Session]) -> I
 
 
 @pytest.fixture
+def production_app(
+    app_config: dict[str, Any], session_factory: sessionmaker[Session]
+) -> Iterator[Flask]:
+    """The app with production settings (Secure cookies, HSTS), on the test database."""
+    config = {
+        **app_config,
+        "ENV": "production",
+        "SECRET_KEY": "k" * 48,
+        "RATELIMIT_STORAGE_URI": "memory://",
+    }
+    app = create_app(config)
+    app.extensions["portal_sessionmaker"] = session_factory
+    yield app
+    app.extensions["portal_engine"].dispose()
+
+
+@pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
 

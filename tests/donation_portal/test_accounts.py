@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from donation_portal import create_app
 from donation_portal.workflows import accounts
 
 from .conftest import PASSWORD, Browser
@@ -134,19 +133,9 @@ def test_staff_accounts_are_created_from_the_command_line(
     assert "already exists" in again.output
 
 
-def test_production_cookies_are_secure(
-    app_config: dict[str, Any], session_factory: sessionmaker[Session], make_user: Any
-) -> None:
-    config = {
-        **app_config,
-        "ENV": "production",
-        "SECRET_KEY": "k" * 48,
-        "RATELIMIT_STORAGE_URI": "memory://",
-    }
-    app = create_app(config)
-    app.extensions["portal_sessionmaker"] = session_factory
+def test_production_cookies_are_secure(production_app: Flask, make_user: Any) -> None:
     make_user("prod@example.org", "donor")
-    client = app.test_client()
+    client = production_app.test_client()
     client.environ_base["wsgi.url_scheme"] = "https"
     browser = Browser(client)
     response = browser.login("prod@example.org")

@@ -17,7 +17,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from donation_portal import __version__, create_app
@@ -265,24 +265,12 @@ def test_static_files_are_not_sniffed_and_may_be_cached(client: FlaskClient, nam
     assert "no-store" not in response.headers.get("Cache-Control", "")
 
 
-def test_production_tells_browsers_to_use_https_only(
-    app_config: dict[str, Any], session_factory: sessionmaker[Session]
-) -> None:
-    production = create_app({
-        **app_config,
-        "ENV": "production",
-        "SECRET_KEY": "p" * 48,
-        "RATELIMIT_STORAGE_URI": "memory://",
-    })
-    production.extensions["portal_sessionmaker"] = session_factory
-    try:
-        client = production.test_client()
-        for path in ("/login", "/api/openapi.json", "/static/portal.css"):
-            response = client.get(path, base_url="https://portal.example")
-            hsts = response.headers["Strict-Transport-Security"]
-            assert hsts == "max-age=31536000; includeSubDomains", path
-    finally:
-        production.extensions["portal_engine"].dispose()
+def test_production_tells_browsers_to_use_https_only(production_app: Flask) -> None:
+    client = production_app.test_client()
+    for path in ("/login", "/api/openapi.json", "/static/portal.css"):
+        response = client.get(path, base_url="https://portal.example")
+        hsts = response.headers["Strict-Transport-Security"]
+        assert hsts == "max-age=31536000; includeSubDomains", path
 
 
 def test_a_negative_hsts_setting_is_refused_at_start_up(tmp_path: Path) -> None:

@@ -149,37 +149,24 @@ def test_json_requests_of_an_expired_session_get_401(
 
 
 def test_production_sends_a_host_only_secure_cookie(
-    app_config: dict[str, Any],
-    session_factory: sessionmaker[Session],
-    make_user: Any,
-    published: None,
+    production_app: Flask, make_user: Any, published: None
 ) -> None:
-    production = create_app({
-        **app_config,
-        "ENV": "production",
-        "SECRET_KEY": "k" * 48,
-        "RATELIMIT_STORAGE_URI": "memory://",
-    })
-    production.extensions["portal_sessionmaker"] = session_factory
-    try:
-        make_user("prod@example.org", "donor")
-        client = production.test_client()
-        client.environ_base["wsgi.url_scheme"] = "https"
-        response = Browser(client).login("prod@example.org")
-        assert response.status_code == 303
-        cookie = response.headers["Set-Cookie"]
-        assert cookie.startswith("__Host-session=")
-        attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
-        assert {"secure", "httponly", "path", "samesite", "expires"} <= attributes
-        assert "domain" not in attributes
-        assert "; Path=/;" in cookie and "SameSite=Lax" in cookie
-        expires = client.get_cookie("__Host-session", domain="localhost").expires
-        assert expires is not None
-        lifetime = expires - datetime.now(UTC)
-        assert timedelta(hours=11, minutes=59) < lifetime <= timedelta(hours=12)
-        assert client.get("/consent").status_code == 200
-    finally:
-        production.extensions["portal_engine"].dispose()
+    make_user("prod@example.org", "donor")
+    client = production_app.test_client()
+    client.environ_base["wsgi.url_scheme"] = "https"
+    response = Browser(client).login("prod@example.org")
+    assert response.status_code == 303
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-session=")
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "path", "samesite", "expires"} <= attributes
+    assert "domain" not in attributes
+    assert "; Path=/;" in cookie and "SameSite=Lax" in cookie
+    expires = client.get_cookie("__Host-session", domain="localhost").expires
+    assert expires is not None
+    lifetime = expires - datetime.now(UTC)
+    assert timedelta(hours=11, minutes=59) < lifetime <= timedelta(hours=12)
+    assert client.get("/consent").status_code == 200
 
 
 @pytest.mark.parametrize(
