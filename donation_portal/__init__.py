@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app. ``config`` overrides files and environment (tests pass theirs here)."""
     from donation_portal import cli, web
-    from donation_portal.adapters import request_session, services
+    from donation_portal.adapters import logs, request_session, services
     from donation_portal.adapters.settings import load_settings
 
     config = dict(config or {})
@@ -44,8 +44,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     if settings["ENV"] == "production":
         app.config.update(SESSION_COOKIE_SECURE=True, PREFERRED_URL_SCHEME="https")
+    logs.configure()
     logging.getLogger("donation_portal").setLevel(settings["LOG_LEVEL"])
     app.request_class = web.uploads.EncryptingRequest
+    logs.init_app(app)  # first: every later hook logs with the request ID
     request_session.init_app(app)
     # JOBS_INLINE: jobs queued by a request or command run when it ends (after its commit)
     app.extensions["portal_ingest_runner"] = functools.partial(_run_ingest_inline, app)

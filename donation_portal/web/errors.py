@@ -1,9 +1,12 @@
 """Error pages: a clear message and the right status, never a stack trace.
 
-Server-side errors (5xx) carry a random correlation ID, shown in the page (or the problem
-JSON) and written in the log line, so a donor's report finds the log entry without either
-holding anything personal. Their page is rendered without the database: no current user,
-no context processors (the database may be the very thing that failed).
+Every error reply shows the request's ID (``adapters.logs``: random, or the caller's safe
+``X-Request-ID``), in the page or the problem JSON and in the ``X-Request-ID`` header; every
+log line of the request carries it, so a person's report finds the log entries without
+either holding anything personal. A server-side error (5xx) also names it as its correlation
+ID (``X-Correlation-ID``, the problem's ``correlation_id``, ``[correlation ...]`` in its log
+line). Its page is rendered without the database: no current user, no context processors
+(the database may be the very thing that failed); the ID needs no database either.
 
 - the database unavailable (down, unreachable, a connection killed): 503 + ``Retry-After``
 - the storage backend full: 507; unreachable: 503 + ``Retry-After``
@@ -15,16 +18,16 @@ The API (``/api/``), the tus endpoints (``/uploads/``) and ``/healthz`` answer
 
 from __future__ import annotations
 
-import secrets
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 import storage
 from consent import NoTemplate
+from donation_portal.adapters.logs import request_id
 from donation_portal.adapters.request_session import DATABASE_UNAVAILABLE, committed
 
 RETRY_AFTER_SECONDS = 30
@@ -70,12 +73,13 @@ def wants_json() -> bool:
 
 def problem(status: int, detail: str, errors: Any = None, **extra: Any) -> Response:
     """An ``application/problem+json`` reply (``status`` and ``detail`` as before, plus
-    ``type`` and ``title``; ``errors`` per field for a 422)."""
+    ``type``, ``title`` and ``request_id``; ``errors`` per field for a 422)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": _phrase(status),
         "status": status,
         "detail": detail,
+        "request_id": request_id(),
         **extra,
     }
     if errors is not None:
@@ -87,16 +91,19 @@ def problem(status: int, detail: str, errors: Any = None, **extra: Any) -> Respo
 
 
 def page(status: int, message: str, *, retry_after: int | None = None) -> Response:
-    """The error reply for ``status``: problem JSON or a page; a 5xx gets a correlation ID
-    and the database-free page."""
+    """The error reply for ``status``: problem JSON or a page, with the request ID; a 5xx
+    names it as its correlation ID and gets the database-free page."""
     correlation = correlation_id() if status >= 500 else None
     extra = {"correlation_id": correlation} if correlation else {}
     if wants_json():
         response = problem(status, message, **extra)
     elif correlation:
-        response = Response(_plain_page(status, message, correlation), status, mimetype="text/html")
+        response = Response(_plain_page(status, message), status, mimetype="text/html")
     else:
-        response = Response(render_template("error.html", status=status, message=message), status)
+        html = render_template(
+            "error.html", status=status, message=message, request_id=request_id()
+        )
+        response = Response(html, status)
     if correlation:
         response.headers["X-Correlation-ID"] = correlation
     if retry_after is not None:
@@ -105,18 +112,17 @@ def page(status: int, message: str, *, retry_after: int | None = None) -> Respon
 
 
 def correlation_id() -> str:
-    """This request's correlation ID (made once, on the first server-side error)."""
-    if "correlation_id" not in g:
-        g.correlation_id = secrets.token_hex(8)
-    return g.correlation_id  # type: ignore[no-any-return]
+    """The ID a server-side error is reported under: the request's ID, so the error's log
+    line and every other line of its request are found by the one reference."""
+    return request_id()
 
 
-def _plain_page(status: int, message: str, correlation: str) -> str:
+def _plain_page(status: int, message: str) -> str:
     """The error page without ``render_template``: its context processors would load the
     logged-in user from the database."""
     template = current_app.jinja_env.get_template("error_plain.html")
     return template.render(
-        status=status, title=_phrase(status), message=message, correlation_id=correlation
+        status=status, title=_phrase(status), message=message, request_id=request_id()
     )
 
 
@@ -140,8 +146,9 @@ def _csrf_error(_error: CSRFError) -> Response:
 def _http_error(error: HTTPException) -> Response:
     status = error.code or 500
     if status >= 500:
-        current_app.logger.error("HTTP %s on %s [correlation %s]", status, _where(),
-                                 correlation_id())
+        current_app.logger.error(
+            "HTTP %s on %s [correlation %s]", status, _where(), correlation_id()
+        )
     return page(status, MESSAGES.get(status, error.description or "Error."))
 
 

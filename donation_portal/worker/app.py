@@ -7,11 +7,18 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from celery import Celery, Task
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+)
 from flask import Flask
 
-from donation_portal.adapters import services
+from donation_portal.adapters import logs, services
 from donation_portal.adapters.request_session import get_session
 from donation_portal.adapters.services import MAINTENANCE_QUEUE
 from donation_portal.worker import tasks
@@ -44,6 +51,11 @@ def make_celery(flask_app: Flask) -> Celery:
     worker_ready.connect(
         _first_heartbeat(celery, flask_app), weak=False, dispatch_uid=f"portal-{id(celery)}"
     )
+    # the app factory has set up the JSON logs; a receiver here keeps Celery from adding
+    # its own handlers (each line twice, in another format)
+    setup_logging.connect(_log_level, weak=False, dispatch_uid="portal-logs")
+    task_prerun.connect(_bind_task, weak=False, dispatch_uid="portal-logs")
+    task_postrun.connect(_unbind_task, weak=False, dispatch_uid="portal-logs")
     return celery
 
 
@@ -90,6 +102,27 @@ def _fresh_connections(flask_app: Flask) -> Any:
         flask_app.extensions["portal_engine"].dispose(close=False)
 
     return dispose
+
+
+def _log_level(loglevel: int | str | None = None, **_: Any) -> None:
+    """``celery worker|beat --loglevel``, for every logger (what Celery itself would set)."""
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+
+
+def _bind_task(task_id: str, task: Task, **_: Any) -> None:
+    """A job's log lines carry its task ID, and the ID of the request that enqueued it
+    (``adapters.logs`` sends it along as a message header)."""
+    structlog.contextvars.clear_contextvars()
+    context = {"task_id": task_id, "task": task.name}
+    enqueued_by = logs.safe_request_id(getattr(task.request, "request_id", None))
+    if enqueued_by:
+        context["request_id"] = enqueued_by
+    structlog.contextvars.bind_contextvars(**context)
+
+
+def _unbind_task(**_: Any) -> None:
+    structlog.contextvars.clear_contextvars()
 
 
 def _first_heartbeat(celery: Celery, flask_app: Flask) -> Any:

@@ -8,6 +8,9 @@ MAX_LIFETIME_DAYS) and can be revoked by its owner or an admin. A SHA-256 suffic
 it: the token holds 256 random bits, so no guess can be tested against a leaked digest.
 
 The token value is never logged nor audited; refusals are logged with the token's row ID.
+Creation, revocation and use are audited; use only once per token and UTC day: a script
+makes thousands of calls (a tar download, a polling loop), and an entry for each would bury
+the trail's other entries without telling more than "this token was in use that day".
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ def issue(
 
 def authenticate(session: Session, token: str, now: datetime) -> Grant:
     """What ``token`` grants at ``now``, recording its use; TokenRefused if the API must not
-    take it. Commits when it records the use (at most once per LAST_USED_PRECISION)."""
+    take it. Commits when it records the use: at most once per LAST_USED_PRECISION, and at
+    the first use of each UTC day, which is audited."""
     row = session.scalars(select(ApiToken).where(ApiToken.token_hash == _digest(token))).first()
     if row is None:
         log.info("API token refused: unknown")
@@ -110,11 +114,16 @@ def authenticate(session: Session, token: str, now: datetime) -> Grant:
         what = "was revoked" if current == REVOKED else "expired"
         when = _when(row.revoked_at or row.expires_at)
         raise TokenRefused(f"This API token {what} on {when}. {MAKE_ANOTHER}")
-    if row.last_used_at is None or now - as_utc(row.last_used_at) >= LAST_USED_PRECISION:
+    owner = session.get_one(User, row.user_id)
+    today = as_utc(now).date()
+    first_today = row.last_used_at is None or as_utc(row.last_used_at).date() != today
+    if first_today or now - as_utc(row.last_used_at) >= LAST_USED_PRECISION:
         begin_write(session)
+        if first_today:
+            _audit(session, "researcher.token_used", owner, row, {"day": today.isoformat()})
         row.last_used_at = now
         session.commit()
-    return Grant(owner=session.get_one(User, row.user_id), scopes=frozenset(row.scopes))
+    return Grant(owner=owner, scopes=frozenset(row.scopes))
 
 
 def _when(moment: datetime) -> str:
