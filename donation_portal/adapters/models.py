@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from consent.db import ConsentBase, utcnow
+from donation_portal.adapters import mfa_models  # noqa: F401  (registers the second factors)
 from storage import ObjectInfo
 
 ROLES = ("donor", "steward", "researcher", "admin")
@@ -71,8 +72,40 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(200))
     role: Mapped[str] = mapped_column(String(20))
-    session_version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # set by an admin: the account cannot log in, and its sessions and API tokens are ended
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginSession(Base):
+    """One login (a browser), listed to its owner, who can end it from another one.
+
+    The cookie holds a random key; only its SHA-256 is kept, so a copy of this table opens
+    no session. Ending a session deletes its row: the cookie is refused from then on.
+    ``device`` is a summary of the browser's User-Agent ("Firefox on Windows"), nothing more.
+    """
+
+    __tablename__ = "login_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    device: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PasswordReset(Base):
+    """A password-reset link sent by e-mail: only the SHA-256 of its token is kept. It works
+    until ``expires_at``, and once: using it, or asking for a newer one, deletes the row."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Donation(Base):

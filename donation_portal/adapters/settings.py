@@ -16,7 +16,14 @@ ENV_PREFIX = "PORTAL_"
 ENVIRONMENTS = ("development", "test", "production")
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 _TEST_SECRET = "test-secret-key-not-for-production"  # noqa: S105 (refused in production)
-_FILE_KEYS = ("STORAGE_DIR", "KEY_FILE", "DEID_KEY_FILE", "SEAL_KEY_FILE", "RECEIPT_KEY_FILE")
+_FILE_KEYS = (
+    "STORAGE_DIR",
+    "KEY_FILE",
+    "DEID_KEY_FILE",
+    "SEAL_KEY_FILE",
+    "RECEIPT_KEY_FILE",
+    "MAIL_DIR",
+)
 
 
 class ConfigError(RuntimeError):
@@ -104,6 +111,7 @@ def validate(settings: Mapping[str, Any]) -> None:
         "SESSION_IDLE_MINUTES",
         "SESSION_IDLE_MINUTES_STAFF",
         "SESSION_ABSOLUTE_HOURS",
+        "SMTP_PORT",
     ):
         if int(settings[key]) <= 0:
             raise ConfigError(f"{key} must be positive")
@@ -120,6 +128,9 @@ def validate(settings: Mapping[str, Any]) -> None:
         raise ConfigError("STORAGE_BACKEND must be local or s3")
     if settings["STORAGE_BACKEND"] == "s3" and not settings.get("S3_BUCKET"):
         raise ConfigError("STORAGE_BACKEND=s3 needs PORTAL_S3_BUCKET")
+    public_url = str(settings["PUBLIC_URL"])
+    if public_url and not public_url.startswith(("https://", "http://")):
+        raise ConfigError("PUBLIC_URL must start with https:// (the address links in e-mails use)")
     if settings["ENV"] != "production":
         return
     if not settings.get("BROKER_URL"):

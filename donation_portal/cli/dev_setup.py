@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from donation_portal import create_app
     from donation_portal.adapters import migrate
     from donation_portal.adapters.request_session import get_session
-    from donation_portal.workflows import accounts
+    from donation_portal.workflows import accounts, mfa
 
     parser = argparse.ArgumentParser(prog="python -m donation_portal.cli.dev_setup")
     parser.add_argument(
@@ -69,17 +69,30 @@ def main(argv: list[str] | None = None) -> int:
             email = f"{role}@{DEMO_DOMAIN}"
             if accounts.find_user(session, email) is None:
                 password = secrets.token_urlsafe(12)
-                accounts.create_user(session, email, password, role)
-                created.append((role, email, password))
-        session.commit()
+                user = accounts.create_user(session, email, password, role)
+                session.commit()
+                totp = _enrol_demo_app(app, session, user) if mfa.required_for(user) else ""
+                created.append((role, email, password, totp))
     if created:
-        print("\nDemo accounts (shown once; keep them or create others with `users create`):")
-        for role, email, password in created:
-            print(f"  {role:<11} {email:<24} {password}")
+        print("\nDemo accounts (shown once; keep them or create others with `users create`).")
+        print("Staff log in with a code from an authenticator app set up with the key shown:")
+        for role, email, password, totp in created:
+            print(f"  {role:<11} {email:<24} {password:<18} {totp}")
         print()
     else:
         print("Demo accounts exist already (their passwords were shown when they were created).")
     return 0
+
+
+def _enrol_demo_app(app, session, user) -> str:  # type: ignore[no-untyped-def]
+    """Give a demo staff account an authenticator app at once, so the demo needs no
+    enrolment; returns the key to type into the app (the only time it is shown)."""
+    import time
+
+    from donation_portal.workflows import mfa
+
+    key = mfa.seal_key(str(app.config["SECRET_KEY"]).encode("utf-8"))
+    return mfa.enrol_without_code(session, user, key=key, at=time.time())
 
 
 def publish_default_template(session) -> None:  # type: ignore[no-untyped-def]

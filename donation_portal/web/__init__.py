@@ -13,6 +13,7 @@ from donation_portal.web import uploads
 def init_app(app: Flask) -> None:
     """Register every blueprint; four-eyes approval is on unless configured off."""
     from donation_portal.web import (
+        account,
         api,
         auth,
         donor,
@@ -20,6 +21,7 @@ def init_app(app: Flask) -> None:
         headers,
         health,
         limits,
+        mfa,
         public,
         research,
         researcher,
@@ -32,7 +34,9 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["int"] = limits.SqlInteger  # before any rule uses it
     security.init_app(app)
     headers.init_app(app)
+    mfa.init_app(app)  # after security: its check reads the session security has checked
     app.config.setdefault("RESEARCH_FOUR_EYES", True)
+    account.init_app(app)
     for module in (auth, donor, steward, researcher, health, public):
         app.register_blueprint(module.bp)
     app.register_blueprint(research.researcher_bp)

@@ -30,7 +30,7 @@ from donation_portal.web.errors import problem
 from donation_portal.web.limits import ETHICS_MAX_BASE64
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
 from donation_portal.web.research_schemas import FilterSchema, RequestSchema, UseSchema
-from donation_portal.web.security import csrf
+from donation_portal.web.security import api_scope, csrf, public
 from donation_portal.workflows import releases, tokens
 from donation_portal.workflows.eligibility import count, eligible_files
 
@@ -144,7 +144,7 @@ def now() -> datetime:
 def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Only a researcher's bearer token granting ``scope`` may call the view (RFC 6750):
     401 without a token or with one refused (unknown, expired, revoked), 403 without the
-    scope. A login cookie is ignored."""
+    scope. A login cookie is ignored. The view is declared as taking that token alone."""
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
@@ -168,7 +168,7 @@ def requires(scope: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
             g.api_user = grant.owner
             return view(*args, **kwargs)
 
-        return wrapped
+        return api_scope(scope)(wrapped)
 
     return decorator
 
@@ -495,5 +495,6 @@ def openapi_document() -> dict[str, Any]:
 
 
 @bp.get("/openapi.json")
+@public
 def openapi() -> Response:
     return jsonify(openapi_document())

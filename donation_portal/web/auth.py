@@ -1,4 +1,5 @@
-"""Register, log in, log out (each audited by its use case in ``workflows.accounts``)."""
+"""Register, log in, log out, reset a forgotten password (each audited by its use case in
+``workflows.accounts`` and ``workflows.password_reset``)."""
 
 from __future__ import annotations
 
@@ -12,31 +13,29 @@ from flask import (
     session,
     url_for,
 )
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, logout_user
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
 from donation_portal.adapters.request_session import get_session
-from donation_portal.web import sessions
-from donation_portal.web.schemas import LoginSchema, RegisterSchema, first_errors, load_form
-from donation_portal.web.security import LoginUser, limiter, login_rate_limit
-from donation_portal.workflows import accounts
+from donation_portal.web import account, mfa
+from donation_portal.web.logins import start_session
+from donation_portal.web.schemas import (
+    LoginSchema,
+    RegisterSchema,
+    ResetPasswordSchema,
+    ResetRequestSchema,
+    first_errors,
+    load_form,
+)
+from donation_portal.web.security import LoginUser, limiter, logged_in, login_rate_limit, public
+from donation_portal.workflows import accounts, password_reset
 
 bp = Blueprint("auth", __name__)
 
-HOME_BY_ROLE = {
-    "donor": "donor.home",
-    "steward": "steward.consents",
-    "admin": "steward.consents",
-    "researcher": "researcher.home",
-}
-
-
-def home_url() -> str:
-    return url_for(HOME_BY_ROLE.get(current_user.role, "donor.home"))
-
 
 @bp.route("/register", methods=["GET", "POST"])
+@public
 @limiter.limit(login_rate_limit, methods=["POST"])
 def register() -> str | Response | tuple[str, int]:
     if request.method == "GET":
@@ -48,12 +47,13 @@ def register() -> str | Response | tuple[str, int]:
         return _form_error("auth/register.html", first_errors(error))
     except accounts.AccountError as error:
         return _form_error("auth/register.html", [str(error)])
-    _start_session(LoginUser(user))
+    start_session(LoginUser(user))
     flash("Your account is ready. Please read the consent below.")
     return redirect(url_for("donor.consent"), 303)
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@public
 @limiter.limit(login_rate_limit, methods=["POST"])
 def login() -> str | Response | tuple[str, int]:
     if request.method == "GET":
@@ -66,26 +66,77 @@ def login() -> str | Response | tuple[str, int]:
     user = accounts.log_in(get_session(), data["email"], data["password"], pseudonym_key=key)
     if user is None:
         return _form_error("auth/login.html", ["Wrong e-mail address or password."], 401)
-    _start_session(LoginUser(user))
-    return redirect(home_url(), 303)
+    return mfa.after_password(LoginUser(user))
 
 
 @bp.post("/logout")
-@login_required
+@logged_in
 def logout() -> Response:
-    accounts.log_out(get_session(), current_user.user)
+    accounts.log_out(get_session(), current_user.user, current_user.session_id)
     logout_user()
     session.clear()
     flash("You are logged out.")
     return redirect(url_for("auth.login"), 303)
 
 
-def _start_session(user: LoginUser) -> None:
-    """A fresh session at login, so nothing from before it (fixation) carries over."""
-    session.clear()
-    login_user(user)
-    session.permanent = True
-    sessions.start()
+@bp.route("/password/forgot", methods=["GET", "POST"])
+@public
+@limiter.limit(login_rate_limit, methods=["POST"])
+def forgot_password() -> str | tuple[str, int]:
+    """Ask for a reset link. The answer is the same whether or not the address has an
+    account (or the e-mail could be sent): it must not tell anyone which addresses do."""
+    if request.method == "GET":
+        return render_template("auth/forgot.html", email="")
+    try:
+        data = load_form(ResetRequestSchema(), request.form)
+    except ValidationError as error:
+        return _form_error("auth/forgot.html", first_errors(error))
+    found = password_reset.request(get_session(), data["email"], account.now())
+    if found is not None:
+        user, token = found
+        minutes = int(password_reset.VALID_FOR.total_seconds() // 60)
+        body = _RESET_MAIL.replace("{minutes}", str(minutes))
+        account.send_link(user.email, "Reset your password", body, "auth.reset_password", token)
+    return render_template("auth/forgot_sent.html")
+
+
+_RESET_MAIL = (
+    "Hello,\n\n"
+    "someone, hopefully you, asked to reset the password of your account at the image "
+    "donation portal.\n\n"
+    "To choose a new password, open this link within {minutes} minutes:\n\n"
+    "{link}\n\n"
+    "The link works only once. If you did not ask for it, you can ignore this e-mail: "
+    "your password stays as it is.\n"
+)
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+@public
+@limiter.limit(login_rate_limit, methods=["POST"])
+def reset_password() -> str | Response | tuple[str, int]:
+    """Choose a new password. The link carries its token after ``#``, which browsers never
+    send to a server (so no access log keeps it): a script puts it into the form."""
+    if request.method == "GET":
+        return _reset_page()
+    try:
+        data = load_form(ResetPasswordSchema(), request.form)
+        password_reset.complete(get_session(), data["token"], data["password"], account.now())
+    except ValidationError as error:
+        messages = error.messages if isinstance(error.messages, dict) else {}
+        if "token" in messages:
+            return _reset_page([password_reset.INVALID_LINK], 422)
+        return _reset_page(first_errors(error), 422)
+    except accounts.AccountError as error:
+        return _reset_page([str(error)], 422)
+    flash("Your password has been changed. Please log in with your new password.")
+    return redirect(url_for("auth.login"), 303)
+
+
+def _reset_page(errors: list[str] | None = None, status: int = 200) -> tuple[str, int]:
+    # after a refused password the token stays in the form (the address bar no longer has it)
+    token = request.form.get("token", "")[:64] if errors else ""
+    return render_template("auth/reset.html", errors=errors, token=token), status
 
 
 def _form_error(template: str, errors: list[str], status: int = 422) -> tuple[str, int]:

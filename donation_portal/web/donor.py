@@ -27,7 +27,7 @@ from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import FILE_PENDING_STATES, Donation, user_ref
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
-from donation_portal.web.auth import home_url
+from donation_portal.web.logins import home_url
 from donation_portal.web.schemas import (
     SignConsentSchema,
     UploadSchema,
@@ -35,7 +35,7 @@ from donation_portal.web.schemas import (
     first_errors,
     load_form,
 )
-from donation_portal.web.security import role_required
+from donation_portal.web.security import public, role_required
 from donation_portal.web.uploads import take_spooled
 from donation_portal.workflows import uploads, whole_files, withdrawal
 
@@ -62,6 +62,7 @@ def _active_consent() -> consents.Consent | None:
 
 
 @bp.get("/")
+@public
 def home() -> str | Response:
     if not current_user.is_authenticated:
         return render_template("index.html")

@@ -28,6 +28,7 @@ from werkzeug.wrappers import Response
 from consent.db import utcnow
 from donation_portal.adapters import services
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web.security import public
 from donation_portal.workflows import maintenance
 
 bp = Blueprint("health", __name__)
@@ -39,6 +40,7 @@ BROKER_TIMEOUT_SECONDS = 2.0
 
 
 @bp.get("/healthz")
+@public
 def healthz() -> tuple[Response, int]:
     config = current_app.config
     inline = bool(config.get("JOBS_INLINE"))

@@ -12,7 +12,7 @@ from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
 from donation_portal.web.donor import withdrawal_confirmation
 from donation_portal.web.schemas import CodeWithdrawSchema, first_errors, load_form
-from donation_portal.web.security import limiter
+from donation_portal.web.security import limiter, public
 from donation_portal.workflows import withdrawal
 
 bp = Blueprint("public", __name__)
@@ -26,12 +26,14 @@ def withdraw_rate_limit() -> str:
 
 
 @bp.get("/.well-known/receipt-keys.json")
+@public
 def receipt_keys() -> Response:
     """The public keys receipts are signed with (a JWK Set), for checking them elsewhere."""
     return jsonify(services.receipt_signer().public_jwks())
 
 
 @bp.route("/receipts/verify", methods=["GET", "POST"])
+@public
 def verify_receipt() -> str | tuple[str, int]:
     if request.method == "GET":
         return render_template("public/verify_receipt.html")
@@ -53,6 +55,7 @@ def verify_receipt() -> str | tuple[str, int]:
 
 
 @bp.route("/withdraw", methods=["GET", "POST"])
+@public
 @limiter.limit(withdraw_rate_limit, methods=["POST"])
 def withdraw() -> str | tuple[str, int]:
     if request.method == "GET":

@@ -28,6 +28,7 @@ from donation_portal.adapters import services
 from donation_portal.adapters.models import ApiToken, ResearcherProfile, User
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import api, errors
+from donation_portal.web.mfa import step_up_required
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
 from donation_portal.web.research_schemas import (
     ApprovalSchema,
@@ -125,6 +126,7 @@ def api_tokens() -> str:
 
 @researcher_bp.post("/tokens")
 @role_required("researcher")
+@step_up_required
 def new_token() -> Response | tuple[str, int]:
     """Make a token and show it, once: only its digest is stored, and no cache keeps the
     page."""
@@ -211,6 +213,7 @@ def new_request() -> Any:
 
 @researcher_bp.get("/releases/<release_id>/files/<int:position>")
 @role_required("researcher")
+@step_up_required
 def download(release_id: str, position: int) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, current_user.user)
@@ -221,6 +224,7 @@ def download(release_id: str, position: int) -> Response:
 
 @researcher_bp.get("/releases/<release_id>/release.tar")
 @role_required("researcher")
+@step_up_required
 def download_tar(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, current_user.user)
@@ -229,6 +233,7 @@ def download_tar(release_id: str) -> Response:
 
 @researcher_bp.get("/releases/<release_id>/manifest.csv")
 @role_required("researcher")
+@step_up_required
 def manifest_csv_view(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, current_user.user)
@@ -238,6 +243,7 @@ def manifest_csv_view(release_id: str) -> Response:
 
 @researcher_bp.get("/releases/<release_id>/manifest.json")
 @role_required("researcher")
+@step_up_required
 def manifest_json(release_id: str) -> Response:
     session = get_session()
     release = releases.release_for(session, release_id, current_user.user)
@@ -278,6 +284,7 @@ def revoke_any_token(token_id: int) -> Redirect:
 
 @steward_bp.get("/<request_id>/ethics")
 @role_required(*STAFF)
+@step_up_required
 def ethics_document(request_id: str) -> Response:
     """The request's ethics approval, decrypted for the steward deciding on it (audited)."""
     session = get_session()
@@ -291,6 +298,7 @@ def ethics_document(request_id: str) -> Response:
 
 @steward_bp.post("/<request_id>/decision")
 @role_required(*STAFF)
+@step_up_required
 def decide(request_id: str) -> Any:
     try:
         data = ApprovalSchema().load(request.form.to_dict())

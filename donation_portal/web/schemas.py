@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from donation_portal.web.limits import MAX_SQL_INTEGER
-from donation_portal.workflows.accounts import MIN_PASSWORD_LENGTH
+from donation_portal.workflows.accounts import MAX_PASSWORD_LENGTH, password_problem
 
 _EMAIL = fields.Email(
     required=True,
@@ -16,22 +16,46 @@ _EMAIL = fields.Email(
 )
 
 
-class RegisterSchema(Schema):
-    email = _EMAIL
-    password = fields.String(
-        required=True,
-        validate=validate.Length(
-            min=MIN_PASSWORD_LENGTH,
-            max=200,
-            error=f"Choose a password of {MIN_PASSWORD_LENGTH} to 200 characters.",
-        ),
-    )
+class _NewPasswordSchema(Schema):
+    """``password`` typed twice, and good enough (OWASP ASVS 2.1: ``accounts``)."""
+
+    # its rules are accounts.password_problem's; the bound only stops huge input early
+    password = fields.String(required=True, validate=validate.Length(max=4 * MAX_PASSWORD_LENGTH))
     password_confirm = fields.String(required=True)
+
+    @validates_schema
+    def _password_good(self, data: dict[str, Any], **_: Any) -> None:
+        # the e-mail address where the form has it; the use cases check again with the
+        # account's own address
+        problem = password_problem(data.get("password", ""), data.get("email") or "")
+        if problem is not None:
+            raise ValidationError(problem, "password")
 
     @validates_schema
     def passwords_match(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("password") != data.get("password_confirm"):
             raise ValidationError("The two passwords differ.", "password_confirm")
+
+
+class RegisterSchema(_NewPasswordSchema):
+    email = _EMAIL
+
+
+class ChangePasswordSchema(_NewPasswordSchema):
+    current_password = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=200, error="Please type your current password."),
+    )
+
+
+class ResetRequestSchema(Schema):
+    email = _EMAIL
+
+
+class ResetPasswordSchema(_NewPasswordSchema):
+    """The link's token, and the new password."""
+
+    token = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_-]{40,64}$"))
 
 
 class LoginSchema(Schema):
@@ -77,7 +101,7 @@ class WithdrawSchema(Schema):
 
     @validates_schema
     def _parts_chosen(self, data: dict[str, Any], **_: Any) -> None:
-        """"Only some parts" with none ticked must not withdraw the whole consent."""
+        """ "Only some parts" with none ticked must not withdraw the whole consent."""
         if data.get("scope") == "modules" and not data.get("modules"):
             raise ValidationError("Tick the part(s) you want to withdraw.", "modules")
 

@@ -22,6 +22,7 @@ from consent.canonical import as_utc
 from donation_portal.adapters import services
 from donation_portal.adapters.models import Upload, user_ref
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web.security import checked_in_hook, public
 from donation_portal.workflows import resumable_uploads, uploads, whole_files
 from donation_portal.workflows.uploads import BodyInterrupted, UploadLimits
 from storage import new_quarantine_scope
@@ -89,6 +90,7 @@ def _check_protocol() -> Response | None:
 
 @bp.route("/", methods=["OPTIONS"])
 @bp.route("/<upload_id>", methods=["OPTIONS"])
+@public
 def options(upload_id: str | None = None) -> Response:
     response = Response(status=204)
     response.headers["Tus-Version"] = VERSION
@@ -100,6 +102,7 @@ def options(upload_id: str | None = None) -> Response:
 
 
 @bp.post("/")
+@checked_in_hook("donor")
 def create() -> Response:
     """Creation: ``Upload-Length`` and ``Upload-Metadata`` (``submission``: the batch)."""
     length = _whole_number(request.headers.get("Upload-Length"))
@@ -177,6 +180,7 @@ def _create_whole(
 
 
 @bp.route("/<upload_id>", methods=["HEAD"])
+@checked_in_hook("donor")
 def resume(upload_id: str) -> Response:
     session = get_session()
     upload = uploads.find_upload(session, upload_id, current_user.user.id)
@@ -189,6 +193,7 @@ def resume(upload_id: str) -> Response:
 
 
 @bp.patch("/<upload_id>")
+@checked_in_hook("donor")
 def append(upload_id: str) -> Response:
     if request.headers.get("Content-Type") != OFFSET_TYPE:
         return problem(415, f"Content-Type must be {OFFSET_TYPE}.")
@@ -203,6 +208,7 @@ def append(upload_id: str) -> Response:
 
 
 @bp.delete("/<upload_id>")
+@checked_in_hook("donor")
 def terminate(upload_id: str) -> Response:
     session = get_session()
     store = services.object_store(session)

@@ -7,15 +7,21 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import pyotp
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.test import TestResponse, encode_multipart
 
 from consent import default_template_spec, publish_template
-from donation_portal.workflows import accounts
+from donation_portal.adapters.models import User
+from donation_portal.web import sessions
+from donation_portal.workflows import accounts, mfa
 
+SECOND_FACTORS: dict[str, str] = {}  # e-mail: TOTP secret of the accounts make_user enrolled
+_LAST_STEPS: dict[str, int] = {}  # TOTP secret: the time step of the code typed last
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 SUBMISSION = re.compile(r'name="submission_key" value="([0-9a-f]{32})"')
 TEMPLATE = re.compile(r'name="template_id" value="([0-9a-f]{64})"')
@@ -47,7 +53,11 @@ class Browser:
         )
 
     def login(self, email: str, password: str = PASSWORD) -> TestResponse:
-        return self.submit("/login", {"email": email, "password": password})
+        """Log in; for an account enrolled by ``make_user``, type the app's code as well."""
+        response = self.submit("/login", {"email": email, "password": password})
+        if response.status_code == 303 and response.headers["Location"] == "/login/code":
+            return self.submit("/login/code", {"code": totp_code(email)})
+        return response
 
     def logout(self) -> TestResponse:
         return self.submit("/", {}, action="/logout")
@@ -99,11 +109,38 @@ def browser(client: FlaskClient, published: None) -> Browser:
     return Browser(client)
 
 
+def totp_code(email: str) -> str:
+    """A code of the app that ``make_user`` enrolled for ``email``, as its owner types it.
+
+    The server takes a code one step either side of now, each step once: this hands out the
+    earliest step not yet used, so a test can log one account in three times in 30 seconds.
+    """
+    secret = SECOND_FACTORS[accounts.normalise_email(email)]
+    now_step = sessions.now() // mfa.STEP_SECONDS
+    step = max(now_step - mfa.DRIFT_STEPS, _LAST_STEPS.get(secret, -1) + 1)
+    assert step <= now_step + mfa.DRIFT_STEPS, f"no unused TOTP code left for {email} this step"
+    _LAST_STEPS[secret] = step
+    return pyotp.TOTP(secret).at(step * mfa.STEP_SECONDS)
+
+
+def enrol_totp(app: Flask, session: Session, user: User) -> str:
+    """Give ``user`` a confirmed authenticator app; returns its secret."""
+    key = mfa.seal_key(app.config["SECRET_KEY"].encode("utf-8"))
+    secret = mfa.enrol_without_code(session, user, key=key, at=sessions.now())
+    SECOND_FACTORS[user.email] = secret
+    return secret
+
+
 @pytest.fixture
-def make_user(db_session: Session):  # type: ignore[no-untyped-def]
-    def make(email: str, role: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+def make_user(app: Flask, db_session: Session):  # type: ignore[no-untyped-def]
+    """Create an account; stewards, admins and researchers get an authenticator app too
+    (``second_factor=False``: not, to test enrolment)."""
+
+    def make(email: str, role: str, password: str = PASSWORD, *, second_factor: bool = True):  # type: ignore[no-untyped-def]
         user = accounts.create_user(db_session, email, password, role)
         db_session.commit()
+        if second_factor and role != "donor":
+            enrol_totp(app, db_session, user)
         return user
 
     return make

@@ -33,7 +33,7 @@ from donation_portal.adapters.models import AccessRequest, DonatedFile, Donation
 from donation_portal.web import public
 from donation_portal.workflows import accounts, maintenance, review, tokens
 
-from .conftest import PASSWORD, Browser
+from .conftest import PASSWORD, Browser, enrol_totp
 from .research.test_api_requests import ETHICS, NEW, api  # noqa: F401 - the fixture
 from .research.test_cohort_filters import researcher  # noqa: F401 - the fixture
 
@@ -164,8 +164,8 @@ def test_an_error_before_any_commit_says_nothing_was_stored(
 
     monkeypatch.setattr(review, "expiring_consents", broken)
     steward = Browser(app.test_client())
-    accounts.create_user(db_session, "steward@example.org", PASSWORD, "steward")
-    db_session.commit()
+    steward_user = accounts.create_user(db_session, "steward@example.org", PASSWORD, "steward")
+    enrol_totp(app, db_session, steward_user)
     steward.login("steward@example.org")
     reply = steward.client.get("/steward/")
     page = reply.get_data(as_text=True)
@@ -265,8 +265,8 @@ def test_an_error_raised_while_the_database_failed_is_still_a_503(
         except OperationalError:
             raise PendingRollbackError("This Session's transaction has been rolled back")  # noqa: B904
 
-    accounts.create_user(db_session, "steward@example.org", PASSWORD, "steward")
-    db_session.commit()
+    steward_user = accounts.create_user(db_session, "steward@example.org", PASSWORD, "steward")
+    enrol_totp(app, db_session, steward_user)
     steward = Browser(app.test_client())
     steward.login("steward@example.org")
     monkeypatch.setattr(review, "expiring_consents", connection_died)
@@ -282,8 +282,8 @@ def postgres_app(empty_database_url: str, instance_path: Path) -> Iterator[tuple
     app = create_app({"ENV": "test", "INSTANCE_PATH": str(instance_path),
                       "DATABASE_URL": empty_database_url})
     with Session(app.extensions["portal_engine"]) as session:
-        accounts.create_user(session, "steward@example.org", PASSWORD, "steward")
-        session.commit()
+        steward_user = accounts.create_user(session, "steward@example.org", PASSWORD, "steward")
+        enrol_totp(app, session, steward_user)
     yield app, empty_database_url
     app.extensions["portal_engine"].dispose()
 

@@ -20,7 +20,7 @@ from donation_portal.adapters.db import make_engine
 from donation_portal.adapters.models import AccessRequest, Donation, Release
 from donation_portal.workflows import accounts, withdrawal
 
-from ..conftest import PASSWORD, Browser
+from ..conftest import PASSWORD, Browser, enrol_totp
 from .test_cohort_filters import FORM
 from .test_end_to_end import CT, MR, _donate, _keygen
 
@@ -38,8 +38,7 @@ def committed_app(empty_database_url: str, instance_path: Path) -> Iterator[Flas
 
 def _user(app: Flask, engine, email: str, role: str) -> Browser:  # type: ignore[no-untyped-def]
     with Session(engine) as session:
-        accounts.create_user(session, email, PASSWORD, role)
-        session.commit()
+        enrol_totp(app, session, accounts.create_user(session, email, PASSWORD, role))
     browser = Browser(app.test_client())
     assert browser.login(email, PASSWORD).status_code == 303
     return browser

@@ -1,0 +1,260 @@
+"""Second factors on the web: the login's second step, enrolment, and step-up.
+
+A login of an account with a second factor stops after the password: the session holds only
+which account is half logged in (for ``PENDING_MINUTES``) until a code from the app or a
+recovery code completes it. Stewards, admins and researchers without a second factor are
+logged in but can reach nothing except enrolment (and logging out) until they have one; the
+flag that says so lives in the signed session, so other requests cost no query.
+
+Step-up: views decorated with ``step_up_required`` (approving or downloading a release,
+reading an ethics document, creating a token, changing the second factor) need a code typed
+within the last ``STEP_UP_MINUTES``; otherwise the user is asked for one and sent back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import segno
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user
+from markupsafe import Markup
+from werkzeug.wrappers import Response
+
+from donation_portal.adapters.models import User
+from donation_portal.adapters.request_session import get_session
+from donation_portal.web import sessions
+from donation_portal.web.errors import problem, wants_json
+from donation_portal.web.logins import home_url, start_session
+from donation_portal.web.security import LoginUser, limiter, logged_in, login_rate_limit, public
+from donation_portal.workflows import mfa
+
+bp = Blueprint("mfa", __name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+PENDING = "_mfa_pending"  # {"user": id, "at": seconds, "fails": n}: password right, code due
+VERIFIED_AT = "_mfa_at"  # seconds since the epoch of the latest second factor typed
+ENROL_REQUIRED = "_mfa_enrol"  # logged in, but only enrolment is open until it is done
+PENDING_MINUTES = 5
+STEP_UP_MINUTES = 5
+MAX_FAILURES = 5  # wrong codes in one half-finished login before the password is due again
+_OPEN_WHILE_ENROLLING = ("auth.logout", "static")
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+    app.before_request(_hold_until_enrolled)
+
+
+def after_password(user: LoginUser) -> Response:
+    """The password was right: ask for the second factor, or log in (and send someone whose
+    role needs a second factor but has none to set one up)."""
+    if mfa.is_enrolled(get_session(), user.user):
+        session.clear()
+        session[PENDING] = {"user": user.user.id, "at": sessions.now(), "fails": 0}
+        return redirect(url_for("mfa.verify_login"), 303)
+    start_session(user)
+    if mfa.required_for(user.user):
+        session[ENROL_REQUIRED] = True
+        flash("Your role needs a second factor. Please set up an authenticator app now.")
+        return redirect(url_for("mfa.settings"), 303)
+    return redirect(home_url(), 303)
+
+
+def step_up_required(view: F) -> F:
+    """Let the view run only if a second factor was typed in the last few minutes."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if _recently_verified():
+            return view(*args, **kwargs)
+        return _ask_for_step_up()
+
+    return wrapped  # type: ignore[return-value]
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@public  # half logged in: the password was right, the session says for which account
+@limiter.limit(login_rate_limit, methods=["POST"])
+def verify_login() -> str | Response | tuple[str, int]:
+    pending = session.get(PENDING)
+    if not pending or sessions.now() - int(pending["at"]) > 60 * PENDING_MINUTES:
+        session.pop(PENDING, None)
+        flash("Please log in again.")
+        return redirect(url_for("auth.login"), 303)
+    if request.method == "GET":
+        return render_template("mfa/verify.html")
+    db = get_session()
+    user = db.get(User, int(pending["user"]))
+    if user is None:
+        session.clear()
+        return redirect(url_for("auth.login"), 303)
+    try:
+        _check(user)
+    except mfa.SecondFactorError as error:
+        return _failed_login_code(pending, str(error))
+    start_session(LoginUser(user))
+    session[VERIFIED_AT] = sessions.now()
+    return redirect(home_url(), 303)
+
+
+@bp.get("/account/two-factor")
+@logged_in
+def settings() -> str:
+    db = get_session()
+    user = current_user.user
+    return render_template(
+        "mfa/settings.html",
+        enrolled=mfa.is_enrolled(db, user),
+        required=mfa.required_for(user),
+        codes_left=mfa.recovery_codes_left(db, user),
+    )
+
+
+@bp.post("/account/two-factor/app")
+@logged_in
+def begin() -> str | Response:
+    if mfa.is_enrolled(get_session(), current_user.user) and not _recently_verified():
+        return _ask_for_step_up()  # replacing the app needs the old one first
+    enrolment = mfa.begin_totp(get_session(), current_user.user, key=_seal_key())
+    return _enrol_page(enrolment)
+
+
+@bp.post("/account/two-factor/app/confirm")
+@logged_in
+def confirm() -> str | tuple[str, int] | Response:
+    try:
+        codes = mfa.confirm_totp(
+            get_session(),
+            current_user.user,
+            request.form.get("code", ""),
+            key=_seal_key(),
+            at=sessions.now(),
+        )
+    except mfa.SecondFactorError as error:
+        flash(str(error))
+        return redirect(url_for("mfa.settings"), 303)
+    session.pop(ENROL_REQUIRED, None)
+    session[VERIFIED_AT] = sessions.now()
+    return render_template("mfa/recovery_codes.html", codes=codes, first=True)
+
+
+@bp.post("/account/two-factor/recovery-codes")
+@logged_in
+@step_up_required
+def renew_recovery_codes() -> str | Response:
+    try:
+        codes = mfa.new_recovery_codes(get_session(), current_user.user)
+    except mfa.SecondFactorError as error:
+        flash(str(error))
+        return redirect(url_for("mfa.settings"), 303)
+    return render_template("mfa/recovery_codes.html", codes=codes, first=False)
+
+
+@bp.post("/account/two-factor/remove")
+@logged_in
+@step_up_required
+def remove() -> Response:
+    try:
+        mfa.remove(get_session(), current_user.user)
+    except mfa.SecondFactorError as error:
+        flash(str(error))
+    else:
+        flash("Your second factor is removed. You log in with your password alone.")
+    return redirect(url_for("mfa.settings"), 303)
+
+
+@bp.route("/account/confirm", methods=["GET", "POST"])
+@logged_in
+@limiter.limit(login_rate_limit, methods=["POST"])
+def step_up() -> str | Response | tuple[str, int]:
+    back = _safe_path(request.args.get("next", ""))
+    if not mfa.is_enrolled(get_session(), current_user.user):
+        flash("Please set up an authenticator app first.")
+        return redirect(url_for("mfa.settings"), 303)
+    if request.method == "GET":
+        return render_template("mfa/step_up.html", next=back)
+    try:
+        _check(current_user.user)
+    except mfa.SecondFactorError as error:
+        return render_template("mfa/step_up.html", next=back, errors=[str(error)]), 401
+    session[VERIFIED_AT] = sessions.now()
+    return redirect(back or home_url(), 303)
+
+
+def _check(user: User) -> str:
+    return mfa.verify(
+        get_session(), user, request.form.get("code", ""), key=_seal_key(), at=sessions.now()
+    )
+
+
+def _failed_login_code(pending: dict[str, int], message: str) -> str | Response | tuple[str, int]:
+    fails = int(pending.get("fails", 0)) + 1
+    if fails >= MAX_FAILURES:
+        session.pop(PENDING, None)
+        flash("Too many wrong codes. Please log in again.")
+        return redirect(url_for("auth.login"), 303)
+    session[PENDING] = {**pending, "fails": fails}
+    return render_template("mfa/verify.html", errors=[message]), 401
+
+
+def _enrol_page(enrolment: mfa.Enrolment) -> str:
+    qr = segno.make(enrolment.uri, error="m").svg_inline(scale=5, title="QR code to scan")
+    grouped = " ".join(enrolment.secret[i : i + 4] for i in range(0, len(enrolment.secret), 4))
+    # segno's own markup of a URI we built (base32 and digits): nothing from a request
+    return render_template("mfa/enrol.html", qr=Markup(qr), secret=grouped)  # noqa: S704
+
+
+def _ask_for_step_up() -> Response:
+    message = "Please confirm it is you with your authenticator app."
+    if wants_json():
+        return problem(401, message)
+    flash(message)
+    back = request.full_path.rstrip("?") if request.method == "GET" else _referring_path()
+    return redirect(url_for("mfa.step_up", next=back), 303)
+
+
+def _recently_verified() -> bool:
+    verified = session.get(VERIFIED_AT)
+    return verified is not None and sessions.now() - int(verified) <= 60 * STEP_UP_MINUTES
+
+
+def _hold_until_enrolled() -> Response | None:
+    if not session.get(ENROL_REQUIRED):
+        return None
+    endpoint = request.endpoint or ""
+    if endpoint.startswith("mfa.") or endpoint in _OPEN_WHILE_ENROLLING:
+        return None
+    if wants_json():
+        return problem(403, "Set up a second factor first.")
+    return redirect(url_for("mfa.settings"), 303)
+
+
+def _seal_key() -> bytes:
+    return mfa.seal_key(str(current_app.config["SECRET_KEY"]).encode("utf-8"))
+
+
+def _referring_path() -> str:
+    """The page a refused form was on, if it is one of ours, to send the user back to."""
+    referrer = request.referrer or ""
+    root = request.host_url
+    return _safe_path("/" + referrer[len(root) :]) if referrer.startswith(root) else ""
+
+
+def _safe_path(path: str) -> str:
+    """``path`` if it is a local path (no scheme, host or ``//``), else empty."""
+    if path.startswith("/") and not path.startswith("//") and "\\" not in path:
+        return path
+    return ""
