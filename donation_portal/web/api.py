@@ -29,6 +29,7 @@ from donation_portal.adapters.request_session import get_session
 from donation_portal.web.errors import problem
 from donation_portal.web.limits import ETHICS_MAX_BASE64
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
+from donation_portal.web.pagination import documented, json_page, paginate
 from donation_portal.web.research_schemas import FilterSchema, RequestSchema, UseSchema
 from donation_portal.web.security import api_scope, csrf, public
 from donation_portal.workflows import releases, tokens
@@ -218,7 +219,11 @@ def _request_out(access: AccessRequest) -> dict[str, Any]:
 @bp.get("/requests")
 @requires(tokens.READ_REQUESTS)
 def list_requests() -> Response:
-    return jsonify([_request_out(r) for r in releases.requests_of(get_session(), _researcher())])
+    session, user = get_session(), _researcher()
+    page = paginate(
+        lambda limit, offset: releases.requests_of(session, user, limit, offset), nearest=False
+    )
+    return json_page(page, [_request_out(r) for r in page.items])
 
 
 @bp.post("/requests")
@@ -251,11 +256,11 @@ def preview_request() -> Response:
 @bp.get("/releases")
 @requires(tokens.READ_RELEASES)
 def list_releases() -> Response:
-    session = get_session()
-    found = [
-        releases.release_of(session, r.id) for r in releases.requests_of(session, _researcher())
-    ]
-    return jsonify(ReleaseSchema(many=True).dump([r for r in found if r is not None]))
+    session, user = get_session(), _researcher()
+    page = paginate(
+        lambda limit, offset: releases.releases_of(session, user, limit, offset), nearest=False
+    )
+    return json_page(page, ReleaseSchema(many=True).dump(page.items))
 
 
 @bp.get("/releases/<release_id>/manifest")
@@ -295,7 +300,11 @@ def manifest_csv_view(release_id: str) -> Response:
 @bp.get("/notices")
 @requires(tokens.READ_RELEASES)
 def notices() -> Response:
-    return jsonify(NoticeSchema(many=True).dump(releases.notices_for(get_session(), _researcher())))
+    session, user = get_session(), _researcher()
+    page = paginate(
+        lambda limit, offset: releases.notices_for(session, user, limit, offset), nearest=False
+    )
+    return json_page(page, NoticeSchema(many=True).dump(page.items))
 
 
 @bp.post("/notices/<int:notice_id>/acknowledge")
@@ -418,8 +427,8 @@ def openapi_document() -> dict[str, Any]:
     release = ("release_id",)
     paths: dict[str, dict[str, Any]] = {
         "/api/requests": {
-            "get": _operation(
-                "Your access requests", "AccessRequest", tokens.READ_REQUESTS, many=True
+            "get": documented(
+                _operation("Your access requests", "AccessRequest", tokens.READ_REQUESTS, many=True)
             ),
             "post": _taking(
                 "NewAccessRequest",
@@ -442,7 +451,9 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/api/releases": {
-            "get": _operation("Your releases", "Release", tokens.READ_RELEASES, many=True)
+            "get": documented(
+                _operation("Your releases", "Release", tokens.READ_RELEASES, many=True)
+            )
         },
         "/api/releases/{release_id}/manifest": {
             "get": _operation(
@@ -477,7 +488,9 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/api/notices": {
-            "get": _operation("Withdrawal notices", "Notice", tokens.READ_RELEASES, many=True)
+            "get": documented(
+                _operation("Withdrawal notices", "Notice", tokens.READ_RELEASES, many=True)
+            )
         },
         "/api/notices/{notice_id}/acknowledge": {
             "post": _operation(

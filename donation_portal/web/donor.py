@@ -28,6 +28,7 @@ from donation_portal.adapters.models import FILE_PENDING_STATES, Donation, user_
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import receipt_pages as receipts
 from donation_portal.web.logins import home_url
+from donation_portal.web.pagination import paginate
 from donation_portal.web.schemas import (
     SignConsentSchema,
     UploadSchema,
@@ -38,6 +39,7 @@ from donation_portal.web.schemas import (
 from donation_portal.web.security import public, role_required
 from donation_portal.web.uploads import take_spooled
 from donation_portal.workflows import uploads, whole_files, withdrawal
+from donation_portal.workflows.listing import window
 
 bp = Blueprint("donor", __name__)
 STATUS_LABELS = {
@@ -69,11 +71,12 @@ def home() -> str | Response:
     if current_user.role != "donor":
         return redirect(home_url())
     session = get_session()
-    donations = session.scalars(
+    mine = (
         select(Donation)
         .where(Donation.donor_id == current_user.user.id)
-        .order_by(Donation.created_at.desc())
-    ).all()
+        .order_by(Donation.created_at.desc(), Donation.id)
+    )
+    donations = paginate(lambda limit, offset: window(session, mine, limit, offset))
     active = _active_consent()
     renewal = consents.needs_review(session, _subject_ref(), _language()) if active else None
     return render_template("donor/home.html", consent=active, donations=donations, renewal=renewal)

@@ -30,6 +30,7 @@ from donation_portal.adapters.request_session import get_session
 from donation_portal.web import api, errors
 from donation_portal.web.mfa import step_up_required
 from donation_portal.web.packaging import file_response, manifest_csv, tar_response
+from donation_portal.web.pagination import paginate
 from donation_portal.web.research_schemas import (
     ApprovalSchema,
     FormSchema,
@@ -104,11 +105,15 @@ class TokenSchema(FormSchema):
 
 
 def _tokens_page(errors: list[str] | None = None) -> str:
-    now = api.now()
-    mine = [(t, tokens.state(t, now)) for t in tokens.tokens_of(get_session(), current_user.user)]
+    now, session, user = api.now(), get_session(), current_user.user
+    mine = paginate(
+        lambda limit, offset: tokens.tokens_of(session, user, limit, offset),
+        endpoint="research.api_tokens",
+    )
     return render_template(
         "researcher/tokens.html",
         tokens=mine,
+        states={t.id: tokens.state(t, now) for t in mine.items},
         scopes=tokens.SCOPES,
         default_scopes=tokens.DEFAULT_SCOPES,
         default_days=tokens.DEFAULT_LIFETIME_DAYS,
@@ -255,11 +260,11 @@ def manifest_json(release_id: str) -> Response:
 @role_required(*STAFF)
 def queue() -> str:
     session = get_session()
-    pending = releases.pending_requests(session)
-    approvals = {r.id: releases.approvals_count(session, r.id) for r in pending}
+    pending = paginate(lambda limit, offset: releases.pending_requests(session, limit, offset))
+    approvals = {r.id: releases.approvals_count(session, r.id) for r in pending.items}
     people = {
         r.id: (session.get(User, r.researcher_id), session.get(ResearcherProfile, r.researcher_id))
-        for r in pending
+        for r in pending.items
     }
     return render_template(
         "steward/requests.html", requests=pending, approvals=approvals, people=people
@@ -270,7 +275,8 @@ def queue() -> str:
 @role_required("admin")
 def all_tokens() -> str:
     """Every researcher's API token the API still takes, for an admin to revoke."""
-    live = tokens.live_tokens(get_session(), api.now())
+    session, now = get_session(), api.now()
+    live = paginate(lambda limit, offset: tokens.live_tokens(session, now, limit, offset))
     return render_template("admin/tokens.html", tokens=live)
 
 

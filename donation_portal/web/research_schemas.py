@@ -7,6 +7,7 @@ from typing import Any
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from consent import duo_matching
+from donation_portal.web.schemas import CappedListsSchema
 
 _CODE = validate.Regexp(r"^[A-Za-z][A-Za-z0-9_]*:[A-Za-z0-9_.-]+$", error="Not a disease code.")
 
@@ -43,18 +44,34 @@ class UseSchema(Schema):
 
 
 _CS = validate.Regexp(r"^[A-Z0-9_ ]{1,16}$", error="Not a DICOM code string.")
+# DICOM defines about 40 modalities and a few hundred body parts; a cohort names a handful
+MAX_MODALITIES = 50
+MAX_BODY_PARTS = 100
 _AGE = validate.Range(min=0, max=150)
 _YEAR = validate.Range(min=1800, max=2200)
 
 
-class FilterSchema(Schema):
+class FilterSchema(CappedListsSchema):
     """Cohort filters on de-identified metadata; an empty filter selects everything."""
 
-    modalities = fields.List(fields.String(validate=_CS), load_default=list)
-    body_parts = fields.List(fields.String(validate=_CS), load_default=list)
+    modalities = fields.List(
+        fields.String(validate=_CS),
+        load_default=list,
+        validate=validate.Length(
+            max=MAX_MODALITIES, error=f"Name at most {MAX_MODALITIES} modalities."
+        ),
+    )
+    body_parts = fields.List(
+        fields.String(validate=_CS),
+        load_default=list,
+        validate=validate.Length(
+            max=MAX_BODY_PARTS, error=f"Name at most {MAX_BODY_PARTS} body parts."
+        ),
+    )
     sexes = fields.List(
         fields.String(validate=validate.OneOf(("F", "M", "O"), error="Sex is F, M or O.")),
         load_default=list,
+        validate=validate.Length(max=3, error="Name each sex at most once."),
     )
     age_min = fields.Integer(load_default=None, allow_none=True, validate=_AGE)
     age_max = fields.Integer(load_default=None, allow_none=True, validate=_AGE)

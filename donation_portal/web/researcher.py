@@ -8,6 +8,7 @@ from werkzeug.wrappers import Response
 
 from donation_portal.adapters.models import ResearcherProfile
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web.pagination import DEFAULT_PER_PAGE, paginate
 from donation_portal.web.security import role_required
 from donation_portal.workflows import releases
 
@@ -19,10 +20,14 @@ bp = Blueprint("researcher", __name__, url_prefix="/researcher")
 def home() -> str:
     session = get_session()
     user = current_user.user
-    requests = releases.requests_of(session, user)
-    released = {r.id: releases.release_of(session, r.id) for r in requests}
+    requests = paginate(lambda limit, offset: releases.requests_of(session, user, limit, offset))
+    notices = paginate(
+        lambda limit, offset: releases.notices_for(session, user, limit, offset), "notices_"
+    )
+    released = {r.id: releases.release_of(session, r.id) for r in requests.items}
+    shown = DEFAULT_PER_PAGE  # a release's first files; its manifest and tar hold them all
     available = {
-        rel.id: {item.position for item in releases.downloadable(session, rel)}
+        rel.id: {item.position for item in releases.downloadable(session, rel, rel.items[:shown])}
         for rel in released.values()
         if rel is not None
     }
@@ -32,7 +37,8 @@ def home() -> str:
         requests=requests,
         released=released,
         available=available,
-        notices=releases.notices_for(session, user),
+        shown=shown,
+        notices=notices,
     )
 
 

@@ -4,16 +4,43 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from donation_portal.web.limits import MAX_SQL_INTEGER
 from donation_portal.workflows.accounts import MAX_PASSWORD_LENGTH, password_problem
+
+MAX_MODULES = 50  # a consent template has a few optional modules; more is not a choice
+_MODULES = validate.Length(max=MAX_MODULES, error=f"Choose at most {MAX_MODULES} modules.")
 
 _EMAIL = fields.Email(
     required=True,
     validate=validate.Length(max=254),
     error_messages={"invalid": "Enter a valid e-mail address."},
 )
+
+
+class CappedListsSchema(Schema):
+    """A schema whose lists' lengths (their ``validate.Length``) are checked before their
+    items: a list of 100,000 bad items gets one message, not a reply of 100,000."""
+
+    @pre_load
+    def _lists_within_caps(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        errors: dict[str, Any] = {}
+        for name, field in self.load_fields.items():
+            key = field.data_key or name
+            if not isinstance(field, fields.List) or not isinstance(data.get(key), list):
+                continue
+            for rule in field.validators:
+                if isinstance(rule, validate.Length):
+                    try:
+                        rule(data[key])
+                    except ValidationError as error:
+                        errors[key] = error.messages
+        if errors:
+            raise ValidationError(errors)
+        return data
 
 
 class _NewPasswordSchema(Schema):
@@ -63,9 +90,11 @@ class LoginSchema(Schema):
     password = fields.String(required=True, validate=validate.Length(min=1, max=200))
 
 
-class SignConsentSchema(Schema):
+class SignConsentSchema(CappedListsSchema):
     template_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
-    modules = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list)
+    modules = fields.List(
+        fields.String(validate=validate.Length(max=64)), load_default=list, validate=_MODULES
+    )
     full_name = fields.String(
         required=True,
         validate=validate.Length(min=2, max=200, error="Please type your full name to sign."),
@@ -80,7 +109,7 @@ _CHOOSE_MODE = "Choose whether your files are erased or kept but no longer used.
 _MODE = validate.OneOf(("stop_use", "erase"), error=_CHOOSE_MODE)
 
 
-class WithdrawSchema(Schema):
+class WithdrawSchema(CappedListsSchema):
     """Withdraw the whole consent (no modules ticked) or only the optional modules ticked."""
 
     confirm = fields.String(
@@ -94,9 +123,7 @@ class WithdrawSchema(Schema):
     # Chosen by the donor for a whole withdrawal, never assumed; None for modules (files stay).
     mode = fields.String(load_default=None, validate=_MODE)
     modules = fields.List(
-        fields.String(validate=validate.Length(max=64)),
-        load_default=list,
-        validate=validate.Length(max=50),
+        fields.String(validate=validate.Length(max=64)), load_default=list, validate=_MODULES
     )
 
     @validates_schema

@@ -7,14 +7,12 @@ from datetime import UTC, datetime, time, timedelta
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from marshmallow import ValidationError
-from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 import consent as consents
-from consent import Consent
 from donation_portal.adapters import services
-from donation_portal.adapters.models import DonatedFile, Donation
 from donation_portal.adapters.request_session import get_session
+from donation_portal.web.pagination import paginate
 from donation_portal.web.schemas import AuditFilterSchema, DecisionSchema, first_errors, load_form
 from donation_portal.web.security import role_required
 from donation_portal.workflows import releases, review
@@ -27,10 +25,10 @@ STAFF = ("steward", "admin")
 @role_required(*STAFF)
 def consents_page() -> str:
     session = get_session()
-    rows = session.scalars(select(Consent).order_by(Consent.signed_at.desc())).all()
-    state = consents.states(session, [row.id for row in rows])
+    page = paginate(lambda limit, offset: review.consents_page(session, limit, offset))
+    state = consents.states(session, [row.id for row in page.items])
     expiring = review.expiring_consents(session)
-    return render_template("steward/consents.html", consents=rows, state=state, expiring=expiring)
+    return render_template("steward/consents.html", consents=page, state=state, expiring=expiring)
 
 
 @bp.get("/consents/<consent_id>/fhir")
@@ -48,7 +46,9 @@ def consent_fhir(consent_id: str) -> Response:
 @bp.get("/templates")
 @role_required(*STAFF)
 def templates() -> str:
-    return render_template("steward/templates.html", templates=consents.templates(get_session()))
+    session = get_session()
+    page = paginate(lambda limit, offset: review.templates_page(session, limit, offset))
+    return render_template("steward/templates.html", templates=page)
 
 
 @bp.get("/donations")
@@ -59,19 +59,21 @@ def donations() -> str:
 
 def _donations_page(errors: list[str] | None = None, status: int = 200) -> tuple[str, int]:
     session = get_session()
-    counts: dict[str, dict[str, int]] = {}
-    query = select(DonatedFile.donation_id, DonatedFile.status, func.count()).group_by(
-        DonatedFile.donation_id, DonatedFile.status
+    rows = paginate(
+        lambda limit, offset: review.donations_page(session, limit, offset),
+        endpoint="steward.donations",
     )
-    for donation_id, file_status, files in session.execute(query):
-        counts.setdefault(donation_id, {})[file_status] = files
-    rows = session.scalars(select(Donation).order_by(Donation.created_at.desc())).all()
+    held = paginate(
+        lambda limit, offset: review.files_awaiting_review(session, limit, offset),
+        "held_",
+        endpoint="steward.donations",
+    )
     page = render_template(
         "steward/donations.html",
         donations=rows,
-        counts=counts,
-        state=consents.states(session, {row.consent_id for row in rows}),
-        quarantined=review.files_awaiting_review(session),
+        counts=review.file_counts(session, [row.id for row in rows.items]),
+        state=consents.states(session, {row.consent_id for row in rows.items}),
+        quarantined=held,
         errors=errors,
     )
     return page, status
@@ -122,10 +124,18 @@ def decide_file(file_id: int) -> Response | tuple[str, int]:
 @bp.get("/withdrawals")
 @role_required(*STAFF)
 def withdrawals() -> str:
+    return _withdrawals_page()[0]
+
+
+def _withdrawals_page(errors: list[str] | None = None, status: int = 200) -> tuple[str, int]:
     session = get_session()
-    items = review.withdrawals(session)
-    touched = releases.releases_touched(session, [item.event.id for item in items])
-    return render_template("steward/withdrawals.html", items=items, touched=touched)
+    items = paginate(
+        lambda limit, offset: review.withdrawals(session, limit, offset),
+        endpoint="steward.withdrawals",
+    )
+    touched = releases.releases_touched(session, [item.event.id for item in items.items])
+    page = render_template("steward/withdrawals.html", items=items, touched=touched, errors=errors)
+    return page, status
 
 
 @bp.post("/withdrawals/<int:event_id>/acknowledge")
@@ -134,10 +144,7 @@ def acknowledge(event_id: int) -> Response | tuple[str, int]:
     try:
         review.acknowledge_withdrawal(get_session(), event_id, current_user.user)
     except review.ReviewError as error:
-        page = render_template(
-            "steward/withdrawals.html", items=review.withdrawals(get_session()), errors=[str(error)]
-        )
-        return page, 409
+        return _withdrawals_page([str(error)], 409)
     flash("Withdrawal acknowledged.")
     return redirect(url_for("steward.withdrawals"), 303)
 

@@ -41,6 +41,7 @@ from donation_portal.adapters.models import (
     user_ref,
 )
 from donation_portal.workflows.eligibility import eligible_files, permitting, research_use
+from donation_portal.workflows.listing import window
 from donation_portal.workflows.maintenance import delete_objects
 from storage import IntegrityError, KeyUnavailable, ObjectNotFound, ObjectStore, parse_public_key
 from storage.c4gh_format import ciphertext_length
@@ -405,14 +406,26 @@ def manifest(release: Release) -> list[dict[str, Any]]:
     ]
 
 
-def requests_of(session: Session, user: User) -> list[AccessRequest]:
+def requests_of(
+    session: Session, user: User, limit: int, offset: int
+) -> tuple[list[AccessRequest], int]:
+    """A page of ``user``'s access requests, the latest first, and how many they made."""
     query = select(AccessRequest).where(AccessRequest.researcher_id == user.id)
-    return list(session.scalars(query.order_by(AccessRequest.created_at.desc())))
+    ordered = query.order_by(AccessRequest.created_at.desc(), AccessRequest.id)
+    return window(session, ordered, limit, offset)
 
 
-def pending_requests(session: Session) -> list[AccessRequest]:
+def releases_of(session: Session, user: User, limit: int, offset: int) -> tuple[list[Release], int]:
+    """A page of the releases made for ``user``, the latest first, and how many there are."""
+    query = select(Release).where(Release.researcher_id == user.id)
+    return window(session, query.order_by(Release.created_at.desc(), Release.id), limit, offset)
+
+
+def pending_requests(session: Session, limit: int, offset: int) -> tuple[list[AccessRequest], int]:
+    """A page of the requests awaiting a decision, the longest waiting first, and how many."""
     query = select(AccessRequest).where(AccessRequest.status == REQUEST_SUBMITTED)
-    return list(session.scalars(query.order_by(AccessRequest.created_at)))
+    ordered = query.order_by(AccessRequest.created_at, AccessRequest.id)
+    return window(session, ordered, limit, offset)
 
 
 def release_of(session: Session, request_id: str) -> Release | None:
@@ -462,14 +475,18 @@ def record_withdrawal_notices(session: Session, event_id: int, consent_ids: list
     return made
 
 
-def notices_for(session: Session, user: User) -> list[WithdrawalNotice]:
+def notices_for(
+    session: Session, user: User, limit: int, offset: int
+) -> tuple[list[WithdrawalNotice], int]:
+    """A page of the withdrawal notices on ``user``'s releases, the latest first, and how
+    many there are."""
     query = (
         select(WithdrawalNotice)
         .join(Release, Release.id == WithdrawalNotice.release_id)
         .where(Release.researcher_id == user.id)
-        .order_by(WithdrawalNotice.created_at.desc())
+        .order_by(WithdrawalNotice.created_at.desc(), WithdrawalNotice.id.desc())
     )
-    return list(session.scalars(query))
+    return window(session, query, limit, offset)
 
 
 def acknowledge_notice(session: Session, notice_id: int, user: User) -> None:

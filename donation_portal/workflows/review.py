@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import consent as consents
-from consent import Consent, ConsentEvent
+from consent import Consent, ConsentEvent, ConsentTemplate
 from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import (
@@ -30,6 +30,7 @@ from donation_portal.adapters.models import (
     user_ref,
 )
 from donation_portal.workflows.ingest import ACCEPTED, NEEDS_REVIEW, REJECTED
+from donation_portal.workflows.listing import window
 from donation_portal.workflows.maintenance import delete_objects
 from storage import ObjectStore
 
@@ -82,13 +83,49 @@ def decide_donation(
     return donation
 
 
-def files_awaiting_review(session: Session) -> list[DonatedFile]:
+def consents_page(session: Session, limit: int, offset: int) -> tuple[list[Consent], int]:
+    """A page of every consent, the latest signed first, and how many there are."""
+    query = select(Consent).order_by(Consent.signed_at.desc(), Consent.id.desc())
+    return window(session, query, limit, offset)
+
+
+def templates_page(session: Session, limit: int, offset: int) -> tuple[list[ConsentTemplate], int]:
+    """A page of the published consent templates, newest first, and how many there are."""
+    query = select(ConsentTemplate).order_by(
+        ConsentTemplate.published_at.desc(), ConsentTemplate.id
+    )
+    return window(session, query, limit, offset)
+
+
+def donations_page(session: Session, limit: int, offset: int) -> tuple[list[Donation], int]:
+    """A page of every donation, the latest first, and how many there are."""
+    query = select(Donation).order_by(Donation.created_at.desc(), Donation.id)
+    return window(session, query, limit, offset)
+
+
+def file_counts(session: Session, donation_ids: list[str]) -> dict[str, dict[str, int]]:
+    """How many files of each donation are in each state: {donation: {status: files}}."""
+    counts: dict[str, dict[str, int]] = {}
+    query = (
+        select(DonatedFile.donation_id, DonatedFile.status, func.count())
+        .where(DonatedFile.donation_id.in_(donation_ids))
+        .group_by(DonatedFile.donation_id, DonatedFile.status)
+    )
+    for donation_id, file_status, files in session.execute(query):
+        counts.setdefault(donation_id, {})[file_status] = files
+    return counts
+
+
+def files_awaiting_review(
+    session: Session, limit: int, offset: int
+) -> tuple[list[DonatedFile], int]:
+    """A page of the files held for review, the longest waiting first, and how many."""
     query = (
         select(DonatedFile)
         .where(DonatedFile.status == NEEDS_REVIEW)
-        .order_by(DonatedFile.created_at)
+        .order_by(DonatedFile.created_at, DonatedFile.id)
     )
-    return list(session.scalars(query))
+    return window(session, query, limit, offset)
 
 
 def decide_file(
@@ -136,13 +173,17 @@ def decide_file(
     return donated
 
 
-def withdrawals(session: Session) -> list[WithdrawalItem]:
-    """Every withdrawal with how many files it touched and whether it was acknowledged."""
-    events = session.scalars(
+def withdrawals(session: Session, limit: int, offset: int) -> tuple[list[WithdrawalItem], int]:
+    """A page of the withdrawals, the latest first, each with how many files it touched and
+    whether it was acknowledged; and how many withdrawals there are."""
+    events, total = window(
+        session,
         select(ConsentEvent)
         .where(ConsentEvent.kind.in_([consents.WITHDRAWN, "module_withdrawn"]))
-        .order_by(ConsentEvent.at.desc())
-    ).all()
+        .order_by(ConsentEvent.at.desc(), ConsentEvent.id.desc()),
+        limit,
+        offset,
+    )
     consent_ids = [event.consent_id for event in events]
     counts = dict(
         session.execute(
@@ -159,7 +200,8 @@ def withdrawals(session: Session) -> list[WithdrawalItem]:
             )
         )
     }
-    return [WithdrawalItem(e, counts.get(e.consent_id, 0), acks.get(e.id)) for e in events]
+    items = [WithdrawalItem(e, counts.get(e.consent_id, 0), acks.get(e.id)) for e in events]
+    return items, total
 
 
 def acknowledge_withdrawal(session: Session, event_id: int, steward: User) -> None:

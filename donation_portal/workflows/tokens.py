@@ -29,6 +29,7 @@ import consent as consents
 from consent.canonical import as_utc, iso_utc
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import ApiToken, User, user_ref
+from donation_portal.workflows.listing import window
 from donation_portal.workflows.releases import ResearchError
 
 READ_RELEASES = "releases:read"
@@ -137,21 +138,26 @@ def state(token: ApiToken, now: datetime) -> str:
     return EXPIRED if as_utc(token.expires_at) <= now else ACTIVE
 
 
-def tokens_of(session: Session, owner: User) -> list[ApiToken]:
-    """Every token ``owner`` made, newest first (those expired or revoked too)."""
+def tokens_of(session: Session, owner: User, limit: int, offset: int) -> tuple[list[ApiToken], int]:
+    """A page of the tokens ``owner`` made, newest first (those expired or revoked too),
+    and how many they made."""
     query = select(ApiToken).where(ApiToken.user_id == owner.id)
-    return list(session.scalars(query.order_by(ApiToken.id.desc())))
+    return window(session, query.order_by(ApiToken.id.desc()), limit, offset)
 
 
-def live_tokens(session: Session, now: datetime) -> list[tuple[ApiToken, User]]:
-    """Every token the API still takes, with its owner, newest first (for admins)."""
+def live_tokens(
+    session: Session, now: datetime, limit: int, offset: int
+) -> tuple[list[tuple[ApiToken, User]], int]:
+    """A page of the tokens the API still takes, with their owners, newest first (for
+    admins), and how many there are."""
     query = (
         select(ApiToken, User)
         .join(User, User.id == ApiToken.user_id)
         .where(ApiToken.revoked_at.is_(None), ApiToken.expires_at > now)
         .order_by(ApiToken.id.desc())
     )
-    return [(token, owner) for token, owner in session.execute(query)]
+    rows, total = window(session, query, limit, offset)
+    return [(token, owner) for token, owner in rows], total
 
 
 def revoke(
