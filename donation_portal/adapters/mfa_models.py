@@ -1,4 +1,5 @@
-"""Tables of second factors: an authenticator app's secret (TOTP) and recovery codes.
+"""Tables of second factors: an authenticator app's secret (TOTP), security keys (WebAuthn)
+and recovery codes.
 
 Kept apart from ``models`` so that module stays about donations; both share the consent
 library's MetaData (``models`` imports this module, so loading either registers both).
@@ -53,3 +54,37 @@ class RecoveryCode(Base):
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SecurityKey(Base):
+    """A security key (WebAuthn credential) registered to an account.
+
+    Only the public half is kept: a copy of the database lets nobody log in. ``sign_count``
+    is the signature counter the key reported last; an assertion whose counter does not go
+    up (for a key that counts at all) comes from a clone, and is refused.
+    """
+
+    __tablename__ = "security_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE-encoded
+    sign_count: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SecurityKeyChallenge(Base):
+    """The challenge of one account's WebAuthn ceremony in progress (registering a key or
+    signing with one): one at a time per account, deleted when answered, right or wrong, so
+    a response can be accepted once only, even if an older session cookie is replayed.
+    ``purpose`` keeps a registration's challenge from being answered with a login's."""
+
+    __tablename__ = "security_key_challenges"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    challenge: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,6 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "PORTAL_"
 ENVIRONMENTS = ("development", "test", "production")
@@ -131,6 +132,7 @@ def validate(settings: Mapping[str, Any]) -> None:
     public_url = str(settings["PUBLIC_URL"])
     if public_url and not public_url.startswith(("https://", "http://")):
         raise ConfigError("PUBLIC_URL must start with https:// (the address links in e-mails use)")
+    _validate_webauthn(settings)
     if settings["ENV"] != "production":
         return
     if not settings.get("BROKER_URL"):
@@ -161,3 +163,25 @@ def _validate_session_cookie(settings: Mapping[str, Any]) -> None:
         raise ConfigError(f"SESSION_COOKIE_NAME {name!r} needs SESSION_COOKIE_SECURE=true")
     if settings["ENV"] == "production" and not name.startswith("__Host-"):
         raise ConfigError("production needs a SESSION_COOKIE_NAME starting with __Host-")
+
+
+def webauthn_origin(settings: Mapping[str, Any]) -> str:
+    """The origin (``scheme://host[:port]``) security keys are used at: WEBAUTHN_ORIGIN, or
+    else PUBLIC_URL's; empty if neither is set."""
+    configured = str(settings.get("WEBAUTHN_ORIGIN") or settings.get("PUBLIC_URL") or "")
+    if not configured:
+        return ""
+    parts = urlsplit(configured)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _validate_webauthn(settings: Mapping[str, Any]) -> None:
+    """Browsers refuse keys for a relying party ID that is neither the origin's host nor a
+    domain above it: every key registration would fail, so refuse to start instead."""
+    origin = webauthn_origin(settings)
+    if origin and not origin.startswith(("https://", "http://")):
+        raise ConfigError("WEBAUTHN_ORIGIN must start with https://")
+    rp_id = str(settings.get("WEBAUTHN_RP_ID") or "")
+    host = urlsplit(origin).hostname or ""
+    if rp_id and origin and host != rp_id and not host.endswith("." + rp_id):
+        raise ConfigError(f"WEBAUTHN_RP_ID {rp_id!r} must be the host of {origin} or above it")

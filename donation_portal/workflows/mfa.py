@@ -1,4 +1,5 @@
-"""Second factors: an authenticator app (TOTP, RFC 6238) and single-use recovery codes.
+"""Second factors: an authenticator app (TOTP, RFC 6238) and single-use recovery codes;
+security keys, the other option, are in ``security_keys``.
 
 Stewards, admins and researchers must have one (the web layer sends them to enrol before
 anything else); donors may. Each use case here commits and audits itself (``auth.mfa_*``),
@@ -29,7 +30,12 @@ from sqlalchemy.orm import Session
 import consent as consents
 from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
-from donation_portal.adapters.mfa_models import RecoveryCode, TotpCredential
+from donation_portal.adapters.mfa_models import (
+    RecoveryCode,
+    SecurityKey,
+    SecurityKeyChallenge,
+    TotpCredential,
+)
 from donation_portal.adapters.models import User, user_ref
 
 ISSUER = "Data donation portal"
@@ -67,8 +73,20 @@ def required_for(user: User) -> bool:
 
 
 def is_enrolled(session: Session, user: User) -> bool:
+    """Whether ``user`` has a second factor: a confirmed app, a security key, or both."""
+    return has_app(session, user) or has_security_key(session, user)
+
+
+def has_app(session: Session, user: User) -> bool:
     credential = session.get(TotpCredential, user.id)
     return credential is not None and credential.confirmed_at is not None
+
+
+def has_security_key(session: Session, user: User) -> bool:
+    return (
+        session.scalar(select(SecurityKey.id).where(SecurityKey.user_id == user.id).limit(1))
+        is not None
+    )
 
 
 def begin_totp(session: Session, user: User, *, key: bytes) -> Enrolment:
@@ -104,8 +122,8 @@ def confirm_totp(session: Session, user: User, code: str, *, key: bytes, at: flo
     credential.pending_since = None
     credential.confirmed_at = utcnow()
     credential.last_step = step
-    codes = _replace_recovery_codes(session, user)
-    _audit(session, "auth.mfa_enrolled", user, {"factor": "totp"})
+    codes = replace_recovery_codes(session, user)
+    audit(session, "auth.mfa_enrolled", user, {"factor": "totp"})
     session.commit()
     return codes
 
@@ -126,11 +144,14 @@ def verify(session: Session, user: User, code: str, *, key: bytes, at: float) ->
     audits the outcome either way."""
     begin_write(session)
     credential = session.get(TotpCredential, user.id, with_for_update=True)
-    if credential is None or credential.secret is None:
+    has_secret = credential is not None and credential.secret is not None
+    if not has_secret and not has_security_key(session, user):
         session.rollback()
         raise SecondFactorError("This account has no second factor set up.")
     compact = _compact(code)
     if len(compact) == 6 and compact.isdigit():
+        if credential is None or not has_secret:  # only security keys: no code can be right
+            _refuse(session, user, "wrong-code")
         return _verify_totp(session, user, credential, compact, key=key, at=at)
     return _verify_recovery(session, user, compact)
 
@@ -148,21 +169,22 @@ def new_recovery_codes(session: Session, user: User) -> list[str]:
     begin_write(session)
     if not is_enrolled(session, user):
         session.rollback()
-        raise SecondFactorError("Set up an authenticator app first.")
-    codes = _replace_recovery_codes(session, user)
-    _audit(session, "auth.mfa_recovery_codes_renewed", user)
+        raise SecondFactorError("Set up a second factor first.")
+    codes = replace_recovery_codes(session, user)
+    audit(session, "auth.mfa_recovery_codes_renewed", user)
     session.commit()
     return codes
 
 
 def remove(session: Session, user: User) -> None:
-    """Remove the second factor of a user who may go without one (a donor). Commits."""
+    """Remove every second factor (app and security keys) of a user who may go without one
+    (a donor). Commits."""
     if required_for(user):
         raise SecondFactorError("Your role needs a second factor; you can replace it instead.")
     begin_write(session)
-    session.execute(delete(TotpCredential).where(TotpCredential.user_id == user.id))
-    session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    _audit(session, "auth.mfa_removed", user)
+    for table in (TotpCredential, SecurityKey, SecurityKeyChallenge, RecoveryCode):
+        session.execute(delete(table).where(table.user_id == user.id))
+    audit(session, "auth.mfa_removed", user)
     session.commit()
 
 
@@ -183,7 +205,7 @@ def _verify_totp(
     if credential.last_step is not None and step <= credential.last_step:
         _refuse(session, user, "replayed-code")
     credential.last_step = step
-    _audit(session, "auth.mfa_verified", user, {"factor": "totp"})
+    audit(session, "auth.mfa_verified", user, {"factor": "totp"})
     session.commit()
     return "totp"
 
@@ -201,7 +223,7 @@ def _verify_recovery(session: Session, user: User, code: str) -> str:
     )
     if used.rowcount != 1:  # type: ignore[attr-defined]
         _refuse(session, user, "wrong-recovery-code")
-    _audit(session, "auth.mfa_verified", user, {"factor": "recovery-code"})
+    audit(session, "auth.mfa_verified", user, {"factor": "recovery-code"})
     session.commit()
     return "recovery"
 
@@ -210,7 +232,7 @@ def _refuse(session: Session, user: User, reason: str) -> NoReturn:
     """Record a refused code (only the reason, never the code) and raise."""
     session.rollback()
     begin_write(session)
-    _audit(session, "auth.mfa_failed", user, {"reason": reason})
+    audit(session, "auth.mfa_failed", user, {"reason": reason})
     session.commit()
     if reason == "replayed-code":
         raise SecondFactorError("That code was used already. Please wait for the next one.")
@@ -230,7 +252,9 @@ def _matching_step(secret: str, code: str, at: float) -> int | None:
     return found
 
 
-def _replace_recovery_codes(session: Session, user: User) -> list[str]:
+def replace_recovery_codes(session: Session, user: User) -> list[str]:
+    """Ten new recovery codes in place of ``user``'s earlier ones, as typed (grouped by
+    four); does not commit."""
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODE_COUNT)]
     session.add_all(RecoveryCode(user_id=user.id, code_hash=_hash_code(c)) for c in codes)
@@ -271,7 +295,8 @@ def _bound(user_id: int) -> bytes:
     return b"totp-secret:user:%d" % user_id
 
 
-def _audit(session: Session, action: str, user: User, detail: dict[str, str] | None = None) -> None:
+def audit(session: Session, action: str, user: User, detail: dict[str, str] | None = None) -> None:
+    """Record ``action`` by and about ``user``; does not commit."""
     consents.audit.record(
         session,
         action,
