@@ -13,10 +13,12 @@ of ``--runs``):
   production, ``run_dev --procfile Procfile``: migrations, gunicorn, a Celery worker with
   ``--workers`` processes, beat) on a fresh PostgreSQL database ``portal_bench_<random>`` on
   127.0.0.1:5432 and Redis 127.0.0.1:6379 (two database numbers among 2-13 that are empty:
-  broker, rate limits), in a fresh instance folder, each turn. The donors register and sign
-  the consent over HTTP as a browser would; then all of them upload at once, each file one
-  tus creation-with-upload POST. files/s = files / (first byte sent -> last file processed,
-  the ``updated_at`` of the last upload to finish); status.json is polled meanwhile.
+  broker, rate limits), in a fresh instance folder, each turn. The donors' accounts are
+  created as an operator creates accounts (registering needs a link by e-mail, and no SMTP
+  server is at hand); they log in and sign the consent over HTTP as a browser would; then
+  all of them upload at once, each file one tus creation-with-upload POST. files/s =
+  files / (first byte sent -> last file processed, the ``updated_at`` of the last upload to
+  finish); status.json is polled meanwhile.
 * **baseline** - ``python -m anonymize SRC DST --workers W`` over the same files, the whole
   command (interpreter start-up included) timed.
 
@@ -391,21 +393,15 @@ def _hidden(page: bytes, name: str) -> str:
 
 
 def enrol(http_: Http) -> None:
-    """Register, sign the consent (every module), open the upload page: as a browser."""
+    """Log in, sign the consent (every module), open the upload page: as a browser."""
     donor = http_.donor
-    donor.email = f"bench-donor-{donor.number}-{secrets.token_hex(3)}@bench.example"
-    _, _, page = http_.request("GET", "/register")
+    _, _, page = http_.request("GET", "/login")
     status, _ = http_.form(
-        "/register",
-        {
-            "csrf_token": _hidden(page, "csrf_token"),
-            "email": donor.email,
-            "password": PASSWORD,
-            "password_confirm": PASSWORD,
-        },
+        "/login",
+        {"csrf_token": _hidden(page, "csrf_token"), "email": donor.email, "password": PASSWORD},
     )
     if status != 303:
-        raise RuntimeError(f"registration answered {status}")
+        raise RuntimeError(f"logging in answered {status}")
     _, _, page = http_.request("GET", "/consent")
     modules = [m.decode() for m in re.findall(rb'name="modules" value="([^"]*)"', page)]
     status, _ = http_.form(
@@ -800,6 +796,7 @@ def portal_turn(
     try:
         stack.wait_ready(port)
         publish_consent(env)
+        create_donors(env, donors)
 
         def last_processed() -> float:
             with psycopg.connect(url.replace("+psycopg", "")) as conn:
@@ -842,9 +839,7 @@ def portal_turn(
                 ).fetchall()
             return f"uploads by state {dict(uploads)}, files by status {dict(files)}"
 
-        load = drive(
-            port, donors, last_processed, args.timeout, groups, profiler, diagnose, mode
-        )
+        load = drive(port, donors, last_processed, args.timeout, groups, profiler, diagnose, mode)
         keep_log(args, stack.log)
         return load
     except BaseException:
@@ -868,6 +863,29 @@ def publish_consent(env: dict[str, str]) -> None:
     subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def create_donors(env: dict[str, str], donors: list[Donor]) -> None:
+    """The donors' accounts, created as an operator creates accounts (``create_user``, the
+    address counting as confirmed): registering over HTTP needs the link it e-mails, and
+    the production stack has no mailbox here (no SMTP)."""
+    for donor in donors:
+        donor.email = f"bench-donor-{donor.number}-{secrets.token_hex(3)}@bench.example"
+    code = (
+        "import sys\n"
+        "from donation_portal import create_app\n"
+        "from donation_portal.adapters.request_session import get_session\n"
+        "from donation_portal.workflows.accounts import create_user\n"
+        "app = create_app()\n"
+        "with app.app_context():\n"
+        "    s = get_session()\n"
+        "    for email in sys.argv[2:]:\n"
+        "        create_user(s, email, sys.argv[1], 'donor')\n"
+        "    s.commit()\n"
+    )
+    emails = [donor.email for donor in donors]
+    command = [PYTHON, "-c", code, PASSWORD, *emails]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
 def dev_turn(
     args: argparse.Namespace, tmp: Path, donors: list[Donor], cleanup: Cleanup, mode: str
 ) -> Load:
@@ -886,6 +904,7 @@ def dev_turn(
     cleanup.push(f"stop {stack.name}", stack.stop)
     try:
         stack.wait_ready(port)
+        create_donors(env, donors)
 
         def last_processed() -> float:
             import sqlite3

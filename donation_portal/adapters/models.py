@@ -75,6 +75,12 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # set by an admin: the account cannot log in, and its sessions and API tokens are ended
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # None until the owner of the address opens the link sent on registering: the account
+    # cannot log in before. The link's token (only its SHA-256 kept) works once, until
+    # ``confirmation_expires_at``; confirming clears both.
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirmation_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    confirmation_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LoginSession(Base):

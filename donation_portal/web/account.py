@@ -64,13 +64,13 @@ def _external_url(endpoint: str, fragment: str) -> str:
         if current_app.config["ENV"] == "production":
             raise mail.MailError("no PUBLIC_URL is configured for links in e-mails")
         base = request.host_url.rstrip("/")
-    return f"{base}{url_for(endpoint)}#{fragment}"
+    return f"{base}{url_for(endpoint)}" + (f"#{fragment}" if fragment else "")
 
 
 def send_link(to: str, subject: str, body: str, endpoint: str, token: str) -> bool:
     """E-mail ``body`` to ``to``, its ``{link}`` replaced by a link to ``endpoint`` that
-    carries ``token`` after ``#`` (browsers never send that part to a server, so no access
-    log keeps it; the page's script reads it). False (logged, without the message, the
+    carries ``token`` (if any) after ``#`` (browsers never send that part to a server, so no
+    access log keeps it; the page's script reads it). False (logged, without the message, the
     address or the link) if it could not be sent: the caller's answer must not depend on
     it where that would tell whether an account exists."""
     try:

@@ -1,9 +1,9 @@
 """Accounts: argon2id password hashes, password rules, roles, disabling by admins.
 
 ``create_user``, ``find_user`` and ``authenticate`` are services that only flush (the CLI
-and setup scripts commit around them); ``register``, ``log_in``, ``log_out``,
-``expire_session``, ``change_password``, ``set_disabled`` and ``record_refusal`` are the web
-use cases, each one unit of work that commits. Login sessions: ``login_sessions``.
+and setup scripts commit around them); ``log_in``, ``log_out``, ``expire_session``,
+``change_password``, ``set_disabled`` and ``record_refusal`` are the web use cases, each one
+unit of work that commits. Login sessions: ``login_sessions``; registering: ``registration``.
 
 Passwords follow OWASP ASVS (2.1): at least 8 characters (15 recommended), up to 128, any
 characters, no composition rules, and none that is common or easily guessed: zxcvbn must
@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from zxcvbn import zxcvbn
 
 import consent as consents
+from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import ROLES, ApiToken, User, user_ref
 from donation_portal.workflows import login_sessions
@@ -44,6 +45,11 @@ _PORTAL_WORDS = ("donation", "donor", "portal", "medical", "image", "spende", "d
 USERS_PAGE_SIZE = 50
 ANONYMOUS = "anonymous"  # the audit actor of a request that no login session or account names
 _PSEUDONYM_LABEL = b"donation-portal login e-mail\x00"  # keeps these hashes apart from other uses
+UNCONFIRMED = (
+    "Please confirm your e-mail address first, with the link we sent you when you "
+    "registered. No e-mail, or the link expired? Register again with the same address "
+    "for a new link."
+)
 
 
 class AccountError(Exception):
@@ -83,13 +89,17 @@ def check_password(password: str, email: str = "") -> None:
 
 
 def create_user(session: Session, email: str, password: str, role: str) -> User:
+    """An account whose address counts as confirmed: whoever creates it here (the CLI, an
+    admin's setup) vouches for it. Donors register themselves: ``registration``."""
     if role not in ROLES:
         raise AccountError(f"Unknown role {role!r}; choose one of {', '.join(ROLES)}.")
     email = normalise_email(email)
     check_password(password, email)
     if find_user(session, email) is not None:
         raise AccountError("An account with this e-mail address already exists.")
-    user = User(email=email, password_hash=_hasher.hash(password), role=role)
+    user = User(
+        email=email, password_hash=_hasher.hash(password), role=role, email_confirmed_at=utcnow()
+    )
     session.add(user)
     session.flush()
     return user
@@ -113,23 +123,19 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return user
 
 
-def register(session: Session, email: str, password: str) -> User:
-    """A donor creates their account. Commits; AccountError (nothing stored) if refused."""
-    begin_write(session)
-    user = create_user(session, email, password, "donor")
-    audit(session, "auth.register", user, {"role": user.role})  # and logged in: a session begins
-    session.commit()
-    return user
-
-
 def log_in(session: Session, email: str, password: str, *, pseudonym_key: bytes) -> User | None:
     """Check the password; on success record the login (audited) and rehash the password
     if argon2's parameters have changed. Commits; None if it is wrong, with only the failed
-    attempt recorded (``pseudonym_key`` names an address that has no account)."""
+    attempt recorded (``pseudonym_key`` names an address that has no account). AccountError
+    if the password is right but the address not yet confirmed: telling so reveals nothing
+    to whoever does not know the password."""
     user = authenticate(session, email, password)  # slow on purpose: not under a write lock
     if user is None or user.disabled_at is not None:
         _record_failed_login(session, email, pseudonym_key)
         return None
+    if user.email_confirmed_at is None:
+        _record_failed_login(session, email, pseudonym_key, "unconfirmed")
+        raise AccountError(UNCONFIRMED)
     new_hash = _hasher.hash(password) if _hasher.check_needs_rehash(user.password_hash) else None
     begin_write(session)
     user = session.get(User, user.id)
@@ -150,11 +156,13 @@ def login_pseudonym(key: bytes, email: str) -> str:
     return "email-hmac:" + hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
 
 
-def _record_failed_login(session: Session, email: str, pseudonym_key: bytes) -> None:
+def _record_failed_login(
+    session: Session, email: str, pseudonym_key: bytes, reason: str = "password"
+) -> None:
     begin_write(session)
     user = find_user(session, email)
     if user is not None:
-        reason = "disabled" if user.disabled_at is not None else "password"
+        reason = "disabled" if user.disabled_at is not None else reason
         audit(session, "auth.login_failed", user, {"reason": reason})
     else:
         pseudonym = login_pseudonym(pseudonym_key, email)
