@@ -59,21 +59,26 @@ def refused(error: releases.ResearchError) -> Response:
     return errors.page(error.status, str(error))
 
 
-@researcher_bp.route("/profile", methods=["GET", "POST"])
+@researcher_bp.get("/profile")
 @role_required("researcher")
-def profile() -> Any:
-    session = get_session()
-    if request.method == "POST":
-        try:
-            data = ProfileSchema().load(request.form.to_dict())
-        except ValidationError as error:
-            return render_template("researcher/profile.html", errors=first_errors(error)), 422
-        releases.save_profile(session, current_user.user, data["affiliation"], data["public_key"])
-        flash("Your profile and public key were saved.")
-        return redirect(url_for("researcher.home"), 303)
+def profile() -> str:
     return render_template(
-        "researcher/profile.html", profile=session.get(ResearcherProfile, current_user.user.id)
+        "researcher/profile.html",
+        profile=get_session().get(ResearcherProfile, current_user.user.id),
     )
+
+
+@researcher_bp.post("/profile")
+@role_required("researcher")
+@step_up_required  # the public key decides who can read the next releases: a key operation
+def save_profile() -> Any:
+    try:
+        data = ProfileSchema().load(request.form.to_dict())
+    except ValidationError as error:
+        return render_template("researcher/profile.html", errors=first_errors(error)), 422
+    releases.save_profile(get_session(), current_user.user, data["affiliation"], data["public_key"])
+    flash("Your profile and public key were saved.")
+    return redirect(url_for("researcher.home"), 303)
 
 
 class TokenSchema(FormSchema):

@@ -35,7 +35,7 @@ def consents_page() -> str:
 @role_required(*STAFF)
 def consent_fhir(consent_id: str) -> Response:
     try:
-        resource = consents.to_fhir_consent(get_session(), consent_id)
+        resource = review.export_consent(get_session(), consent_id, current_user.user)
     except consents.UnknownConsent:
         abort(404)
     response = jsonify(resource)

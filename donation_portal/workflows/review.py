@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -226,6 +227,24 @@ def acknowledge_withdrawal(session: Session, event_id: int, steward: User) -> No
         detail={"event_id": event_id},
     )
     session.commit()
+
+
+def export_consent(session: Session, consent_id: str, steward: User) -> dict[str, Any]:
+    """A consent as a FHIR R4 Consent resource for ``steward``; the export is audited, since
+    the resource names the donor and leaves the portal. UnknownConsent if there is none.
+    Commits."""
+    resource = consents.to_fhir_consent(session, consent_id)
+    begin_write(session)
+    consents.audit.record(
+        session,
+        "consent.exported",
+        actor=actor(steward),
+        subject_type="consent",
+        subject_id=consent_id,
+        detail={"format": "fhir-r4"},
+    )
+    session.commit()
+    return resource
 
 
 def expiring_consents(session: Session) -> list[Consent]:

@@ -185,6 +185,20 @@ def test_key_actions_need_a_code_from_the_last_five_minutes(
     assert browser.submit("/researcher/tokens", {"name": "stale"}).status_code == 200
 
 
+def test_changing_the_release_key_needs_a_fresh_code(
+    app: Flask, browser: Browser, make_user, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    make_user("researcher@example.org", "researcher")
+    assert browser.login("researcher@example.org").status_code == 303
+    later = sessions.now() + 6 * 60
+    monkeypatch.setattr(sessions, "now", lambda: later)
+    form = {"affiliation": "Lab", "public_key": "not checked before the step-up"}
+    asked = browser.submit("/researcher/profile", form)
+    assert asked.status_code == 303
+    assert asked.headers["Location"] == "/account/confirm?next=/researcher/profile"
+    assert "upload your" in browser.get("/researcher/")  # nothing was saved
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil"])
 def test_step_up_never_sends_anyone_to_another_site(
     app: Flask,

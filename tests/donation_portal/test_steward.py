@@ -142,6 +142,10 @@ def test_the_fhir_export_and_the_template_page(
     assert response.status_code == 200
     assert response.mimetype == "application/fhir+json"
     assert response.get_json()["resourceType"] == "Consent"
+    exported = db_session.scalars(
+        select(consents.AuditEntry).where(consents.AuditEntry.action == "consent.exported")
+    ).one()
+    assert (exported.subject_id, exported.detail) == (consent.id, {"format": "fhir-r4"})
     assert steward.client.get("/steward/consents/nosuchconsent/fhir").status_code == 404
     assert donor.client.get(f"/steward/consents/{consent.id}/fhir").status_code == 403
     assert consents.current_template(db_session).id[:12] in steward.get("/steward/templates")
