@@ -154,9 +154,7 @@ def confirm() -> str | tuple[str, int] | Response:
     except mfa.SecondFactorError as error:
         flash(str(error))
         return redirect(url_for("mfa.settings"), 303)
-    session.pop(ENROL_REQUIRED, None)
-    session[VERIFIED_AT] = sessions.now()
-    return render_template("mfa/recovery_codes.html", codes=codes, first="authenticator app")
+    return _first_factor_added(codes, "authenticator app")
 
 
 @bp.post("/account/two-factor/recovery-codes")
@@ -218,9 +216,7 @@ def add_key() -> str | Response:
     if codes is None:
         flash("Your security key is added.")
         return redirect(url_for("mfa.settings"), 303)
-    session.pop(ENROL_REQUIRED, None)
-    session[VERIFIED_AT] = sessions.now()
-    return render_template("mfa/recovery_codes.html", codes=codes, first="security key")
+    return _first_factor_added(codes, "security key")
 
 
 @bp.post("/account/two-factor/keys/remove")
@@ -340,6 +336,14 @@ def _failed_login_code(
         return redirect(url_for("auth.login"), 303)
     session[PENDING] = {**pending, "fails": fails}
     return render_template("mfa/verify.html", errors=[message], **_factors(user)), 401
+
+
+def _first_factor_added(codes: list[str], factor: str) -> str:
+    """The account has its first second factor: the enrolment hold ends, the factor just
+    used counts for step-up, and the recovery codes are shown (this once)."""
+    session.pop(ENROL_REQUIRED, None)
+    session[VERIFIED_AT] = sessions.now()
+    return render_template("mfa/recovery_codes.html", codes=codes, first=factor)
 
 
 def _enrol_page(enrolment: mfa.Enrolment) -> str:
