@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run serve test lint install install-dev lock audit bench clean
+.PHONY: run serve test lint install install-dev lock audit bench clean assets
 
 # The dependencies come from lock files with hashes (requirements/*.txt, made by `make lock`
 # from setup.cfg and requirements/build.in); pip refuses any file whose hash is not in them.
@@ -48,22 +48,37 @@ audit: install-dev
 	$(BIN)/pip-audit --disable-pip --progress-spinner off $(AUDIT_FLAGS) \
 		-r $(LOCK_RUNTIME) -r $(LOCK_DEV)
 
+# the upload page's Uppy bundle (frontend/ -> donation_portal/web/static/build/, not committed):
+# `npm ci` from frontend/package-lock.json when the lock changed, the build when a source did
+FRONTEND_SOURCES := $(wildcard frontend/src/*.js) frontend/build.mjs
+ASSETS := donation_portal/web/static/build/.built
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund
+	touch $@
+
+$(ASSETS): frontend/node_modules/.installed $(FRONTEND_SOURCES)
+	cd frontend && npm run --silent build
+	touch $@
+
+assets: $(ASSETS)
+
 # the web server and one worker (with the beat scheduler), on SQLite and the embedded broker
-run: install
+run: install assets
 	$(BIN)/python -m donation_portal.cli.run_dev --host $(HOST) --port $(PORT)
 
 # gunicorn, a Celery worker and the beat scheduler (Procfile), after the migrations; the
 # database, broker, storage and keys come from PORTAL_* (and AWS_*) variables: see README
-serve: install
+serve: install assets
 	PORTAL_ENV=production HOST=$(HOST) PORT=$(PORT) \
 		$(BIN)/python -m donation_portal.cli.run_dev --procfile Procfile
 
-lint: install-dev
+lint: install-dev assets
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: lint
+test: lint assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install-dev

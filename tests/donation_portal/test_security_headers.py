@@ -257,7 +257,7 @@ def test_the_503_page_carries_the_headers(app_config: dict[str, Any]) -> None:
         app.extensions["portal_engine"].dispose()
 
 
-@pytest.mark.parametrize("name", ["portal.css", "tus-upload.js", "donation-status.js"])
+@pytest.mark.parametrize("name", ["portal.css", "print.js", "donation-status.js"])
 def test_static_files_are_not_sniffed_and_may_be_cached(client: FlaskClient, name: str) -> None:
     response = client.get(f"/static/{name}")
     assert response.status_code == 200
