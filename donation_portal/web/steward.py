@@ -15,7 +15,7 @@ from donation_portal.adapters.request_session import get_session
 from donation_portal.web.pagination import paginate
 from donation_portal.web.schemas import AuditFilterSchema, DecisionSchema, first_errors, load_form
 from donation_portal.web.security import role_required
-from donation_portal.workflows import releases, review
+from donation_portal.workflows import previews, releases, review
 
 bp = Blueprint("steward", __name__, url_prefix="/steward")
 STAFF = ("steward", "admin")
@@ -119,6 +119,29 @@ def decide_file(file_id: int) -> Response | tuple[str, int]:
         return _donations_page([str(error)], 409)
     flash("Decision recorded.")
     return redirect(url_for("steward.donations"), 303)
+
+
+@bp.get("/files/<int:file_id>/preview.png")
+@role_required(*STAFF)
+def file_preview(file_id: int) -> Response:
+    """The held file's de-identified image (or an image saying why there is none), with
+    its context in headers; never cached, like every response of a logged-in user."""
+    try:
+        preview = previews.preview_file(
+            get_session(), services.object_store(get_session()), file_id, current_user.user
+        )
+    except previews.PreviewError as error:
+        abort(error.status, str(error))
+    response = Response(preview.body, mimetype=preview.media_type)
+    context = {
+        "X-Preview-Modality": preview.modality,
+        "X-Preview-Body-Part": preview.body_part,
+        "X-Preview-Held-Because": preview.held_because,
+        "X-Preview-Frames": preview.frames,
+        "X-Preview-Size": f"{preview.columns}x{preview.rows}" if preview.rows else None,
+    }
+    response.headers.extend({name: str(value) for name, value in context.items() if value})
+    return response
 
 
 @bp.get("/withdrawals")
