@@ -160,6 +160,9 @@ def production_app(
         "ENV": "production",
         "SECRET_KEY": "k" * 48,
         "RATELIMIT_STORAGE_URI": "memory://",
+        "CONTROLLER_NAME": "Example Hospital",
+        "CONTROLLER_ADDRESS": "Beispielstraße 1, 12345 Musterstadt",
+        "CONTROLLER_CONTACT": "datenschutz@example.org",
     }
     app = create_app(config)
     app.extensions["portal_sessionmaker"] = session_factory

@@ -26,6 +26,9 @@ _FILE_KEYS = (
     "MAIL_DIR",
 )
 
+# the data controller shown on the consent page and on receipts; DATA_PROTECTION_OFFICER is optional
+CONTROLLER_KEYS = ("CONTROLLER_NAME", "CONTROLLER_ADDRESS", "CONTROLLER_CONTACT")
+
 
 class ConfigError(RuntimeError):
     """The configuration cannot be used; the message says which setting and why."""
@@ -145,6 +148,7 @@ def validate(settings: Mapping[str, Any]) -> None:
         )
     if not settings.get("DATABASE_URL"):
         raise ConfigError("production needs PORTAL_DATABASE_URL")
+    _validate_controller(settings)
     if not settings.get("KEK") and not Path(settings["KEY_FILE"]).is_file():
         raise ConfigError(
             f"production needs the key file KEY_FILE ({settings['KEY_FILE']}) or PORTAL_KEK"
@@ -163,6 +167,16 @@ def _validate_session_cookie(settings: Mapping[str, Any]) -> None:
         raise ConfigError(f"SESSION_COOKIE_NAME {name!r} needs SESSION_COOKIE_SECURE=true")
     if settings["ENV"] == "production" and not name.startswith("__Host-"):
         raise ConfigError("production needs a SESSION_COOKIE_NAME starting with __Host-")
+
+
+def _validate_controller(settings: Mapping[str, Any]) -> None:
+    """A consent that does not name who controls the data, where and how to reach them, is not
+    informed consent (GDPR Art. 13(1)(a)): production never asks for one without them."""
+    for key in CONTROLLER_KEYS:
+        if not str(settings.get(key) or "").strip():
+            raise ConfigError(
+                f"production needs PORTAL_{key}: the consent page names the controller"
+            )
 
 
 def webauthn_origin(settings: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ def init_app(app: Flask) -> None:
         headers,
         health,
         limits,
+        markdown,
         mfa,
         public,
         research,
@@ -46,3 +47,4 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(tus.bp)
     app.teardown_request(uploads.discard_unclaimed)
+    app.add_template_filter(markdown.render_markdown, "markdown")

@@ -139,16 +139,32 @@ def _consent_error(
     renewal: consents.ConsentTemplate | None,
     errors: list[str],
 ) -> tuple[str, int]:
-    chosen = request.form.getlist("modules")
+    """The form again with the errors, keeping what the donor chose and typed: a refused
+    signature must not make them type their name again."""
     page = render_template(
         "donor/consent.html",
         template=template,
         active=active,
         renewal=renewal,
         errors=errors,
-        chosen=chosen,
+        chosen=request.form.getlist("modules"),
+        typed_name=request.form.get("full_name", ""),
     )
     return page, 422
+
+
+@bp.get("/consent/receipt")
+@role_required("donor")
+def receipt() -> str | Response:
+    """A printable receipt of the donor's consent as it stands, signed afresh: the one given
+    at signing may be lost. It cannot hold the withdrawal code, which the portal never keeps."""
+    active = _active_consent()
+    if active is None:
+        flash("There is no consent in force to print a receipt of.")
+        return redirect(url_for("donor.consent"))
+    session = get_session()
+    event = consents.events(session, active.id)[-1]
+    return render_template("donor/receipt.html", receipt=receipts.issue(session, active, event))
 
 
 @bp.route("/donations/new", methods=["GET", "POST"])

@@ -61,6 +61,9 @@ def _production(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "PORTAL_ENV": "production",
         "PORTAL_SECRET_KEY": "p" * 48,
         "PORTAL_DATABASE_URL": "postgresql+psycopg://portal@db/portal",
+        "PORTAL_CONTROLLER_NAME": "Example Hospital",
+        "PORTAL_CONTROLLER_ADDRESS": "Beispielstraße 1, 12345 Musterstadt",
+        "PORTAL_CONTROLLER_CONTACT": "datenschutz@example.org",
     }
     environ.update(overrides)
     return environ
@@ -81,6 +84,8 @@ def test_production_starts_with_a_real_secret_database_and_key_files(tmp_path: P
         ({"PORTAL_DATABASE_URL": ""}, "DATABASE_URL"),
         ({"PORTAL_KEY_FILE": "/nonexistent/kek.json"}, "key file KEY_FILE"),
         ({"PORTAL_RECEIPT_KEY_FILE": "/nonexistent/receipt.pem"}, "RECEIPT_KEY_FILE"),
+        ({"PORTAL_CONTROLLER_NAME": ""}, "CONTROLLER_NAME"),
+        ({"PORTAL_CONTROLLER_ADDRESS": " "}, "CONTROLLER_ADDRESS"),
     ],
 )
 def test_production_refuses_to_start_insecurely(
