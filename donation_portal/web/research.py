@@ -3,6 +3,7 @@ decisions, and every researcher's live tokens for an admin to revoke."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -21,11 +22,13 @@ from flask import (
 )
 from flask_login import current_user
 from marshmallow import ValidationError, fields, post_load, validate
+from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Response as Redirect
 
+from consent.duo import DuoTerm
 from donation_portal.adapters import services
-from donation_portal.adapters.models import ApiToken, ResearcherProfile, User
+from donation_portal.adapters.models import AccessRequest, ApiToken, ResearcherProfile, User
 from donation_portal.adapters.request_session import get_session
 from donation_portal.web import api, errors
 from donation_portal.web.mfa import step_up_required
@@ -40,7 +43,14 @@ from donation_portal.web.research_schemas import (
 from donation_portal.web.schemas import first_errors, load_form
 from donation_portal.web.security import role_required
 from donation_portal.workflows import releases, tokens
-from donation_portal.workflows.eligibility import count, eligible_files
+from donation_portal.workflows.eligibility import (
+    DECLARATION_TERMS,
+    PURPOSE_TERMS,
+    MatchCount,
+    count,
+    duo_term,
+    eligible_files,
+)
 
 researcher_bp = Blueprint("research", __name__, url_prefix="/researcher")
 steward_bp = Blueprint("research_steward", __name__, url_prefix="/steward/requests")
@@ -196,22 +206,52 @@ def _codes(form: Any, name: str) -> list[str]:
     return [code for code in found if code]
 
 
+def wants_json() -> bool:
+    """The request form's script counts in place (``request-count.js``), so the chosen ethics
+    document stays chosen: a browser cannot put a file back into a reloaded form."""
+    return request.accept_mimetypes.best == "application/json"
+
+
+def matched_words(matched: MatchCount) -> str:
+    """ "Currently matching: 1 donor, 2 studies, 3 files", singular and plural as spoken."""
+    parts = [
+        plural(matched.donors, "donor", "donors"),
+        plural(matched.studies, "study", "studies"),
+        plural(matched.files, "file", "files"),
+    ]
+    return "Currently matching: " + ", ".join(parts) + "."
+
+
+def plural(number: int, one: str, many: str) -> str:
+    """ "1 study", "2 studies": pages count in words, not "stud(y/ies)"."""
+    return f"{number} {one if number == 1 else many}"
+
+
 @researcher_bp.route("/requests/new", methods=["GET", "POST"])
 @role_required("researcher")
 def new_request() -> Any:
     if request.method == "GET":
         return render_template("researcher/request.html", form=MultiDict())
+    counting = request.form.get("action") == "count"
     try:
         data = RequestSchema().load(_request_data())
     except ValidationError as error:
+        if counting and wants_json():
+            return jsonify(errors=first_errors(error)), 422
         page = render_template(
             "researcher/request.html", errors=first_errors(error), form=request.form
         )
         return page, 422
     session = get_session()
-    if request.form.get("action") == "count":
-        matched = count(eligible_files(session, data["use"], data["filters"]))
-        return render_template("researcher/request.html", matched=matched, form=request.form)
+    if counting:
+        matched = matched_words(count(eligible_files(session, data["use"], data["filters"])))
+        if wants_json():
+            return jsonify(matched=matched)
+        ethics = request.files.get("ethics")
+        dropped = ethics.filename if ethics is not None and ethics.filename else None
+        return render_template(
+            "researcher/request.html", matched=matched, dropped=dropped, form=request.form
+        )
     ethics = request.files.get("ethics")
     stream = ethics.stream if ethics is not None and ethics.filename else None
     releases.submit_request(
@@ -219,6 +259,36 @@ def new_request() -> Any:
     )
     flash("Your request was submitted to the data stewards.")
     return redirect(url_for("researcher.home"), 303)
+
+
+@researcher_bp.get("/releases/<release_id>")
+@role_required("researcher")
+def release_page(release_id: str) -> str:
+    """One release's files, a page at a time, grouped by study and series with their sizes:
+    a flat list of thousands of UIDs could neither be read nor be sent at once."""
+    session = get_session()
+    release = releases.release_for(session, release_id, current_user.user)
+    files = paginate(
+        lambda limit, offset: releases.release_items_by_series(session, release, limit, offset)
+    )
+    series = {(s.study_uid, s.series_uid): s for s in releases.release_series(session, release)}
+    groups: list[tuple[releases.Series, list[Any]]] = []
+    for item in files.items:
+        found = series[(item.study_instance_uid or None, item.series_instance_uid or None)]
+        if not groups or groups[-1][0] is not found:
+            groups.append((found, []))
+        groups[-1][1].append(item)
+    available = {item.position for item in releases.downloadable(session, release, files.items)}
+    return render_template(
+        "researcher/release.html",
+        release=release,
+        files=files,
+        groups=groups,
+        studies=len({s.study_number for s in series.values()}),
+        series_count=len(series),
+        totals=releases.release_totals(session, release),
+        available=available,
+    )
 
 
 @researcher_bp.get("/releases/<release_id>/files/<int:position>")
@@ -261,6 +331,95 @@ def manifest_json(release_id: str) -> Response:
     return jsonify({"release_id": release.id, "items": items})
 
 
+@dataclass(frozen=True)
+class Declaration:
+    """One thing the researcher declared about the use, and the DUO term it answers."""
+
+    question: str
+    answer: bool
+    term: DuoTerm | None
+
+
+@dataclass(frozen=True)
+class RequestSummary:
+    """An access request as a steward reads it: in words, with the DUO codes and the cohort
+    it would receive now (not the stored JSON, which a steward cannot be asked to decode)."""
+
+    purpose: str
+    purpose_term: DuoTerm | None
+    disease: str | None
+    declarations: list[Declaration]
+    filters: list[str]
+    matched: MatchCount | None  # None: the stored use cannot be matched (say, incomplete)
+
+
+PURPOSE_WORDS = {
+    "health": "Health, medical or biomedical research",
+    "disease": "Research on one disease",
+    "general": "Other research, e.g. methods or AI not about health",
+    "ancestry": "Population origins or ancestry research",
+}
+DECLARATION_WORDS = {
+    "commercial": "Commercial use",
+    "not_for_profit": "By a not-for-profit organisation",
+    "publishes": "The results will be published",
+    "methods_development": "Develops methods or software",
+    "ethics_approved": "An ethics approval document is attached",
+}
+SEX_WORDS = {"F": "female", "M": "male", "O": "other"}
+
+
+def _either(values: list[str]) -> str:
+    return ", ".join(values[:-1]) + (" or " if len(values) > 1 else "") + values[-1]
+
+
+def _range(low: Any, high: Any) -> str | None:
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    if low is not None:
+        return f"from {low}"
+    return f"up to {high}" if high is not None else None
+
+
+def filter_words(filters: dict[str, Any]) -> list[str]:
+    """A request's cohort filters as sentences a steward reads; none is said in words too."""
+    words = []
+    for key, name in (("modalities", "Modality"), ("body_parts", "Body part examined")):
+        if values := filters.get(key):
+            words.append(f"{name}: {_either([str(v) for v in values])}")
+    if sexes := filters.get("sexes"):
+        words.append(f"Sex: {_either([SEX_WORDS.get(s, str(s)) for s in sexes])}")
+    if ages := _range(filters.get("age_min"), filters.get("age_max")):
+        words.append(f"Age in years: {ages}")
+    if years := _range(filters.get("study_year_min"), filters.get("study_year_max")):
+        words.append(f"Study year (shifted, approximate): {years}")
+    return words or ["No filters: all the donated data this use may receive"]
+
+
+def summarise(session: Session, access: AccessRequest) -> RequestSummary:
+    """What a steward needs to decide on ``access``, including the size of the cohort the
+    release would hold if approved now."""
+    use, filters = access.use or {}, access.filters or {}
+    purpose = str(use.get("purpose", ""))
+    term_id = PURPOSE_TERMS.get(purpose)
+    try:
+        matched: MatchCount | None = count(eligible_files(session, use, filters))
+    except (KeyError, ValueError):
+        matched = None
+    declarations = [
+        Declaration(words, bool(use.get(flag)), duo_term(DECLARATION_TERMS[flag]))
+        for flag, words in DECLARATION_WORDS.items()
+    ]
+    return RequestSummary(
+        purpose=PURPOSE_WORDS.get(purpose, "Not stated"),
+        purpose_term=duo_term(term_id) if term_id else None,
+        disease=use.get("disease") or None,
+        declarations=declarations,
+        filters=filter_words(filters),
+        matched=matched,
+    )
+
+
 @steward_bp.get("/")
 @role_required(*STAFF)
 def queue() -> str:
@@ -272,7 +431,12 @@ def queue() -> str:
         for r in pending.items
     }
     return render_template(
-        "steward/requests.html", requests=pending, approvals=approvals, people=people
+        "steward/requests.html",
+        requests=pending,
+        approvals=approvals,
+        needed=2 if current_app.config["RESEARCH_FOUR_EYES"] else 1,
+        people=people,
+        summaries={r.id: summarise(session, r) for r in pending.items},
     )
 
 

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 
 from donation_portal.adapters.models import ResearcherProfile
 from donation_portal.adapters.request_session import get_session
-from donation_portal.web.pagination import DEFAULT_PER_PAGE, paginate
+from donation_portal.web.pagination import paginate
 from donation_portal.web.security import role_required
 from donation_portal.workflows import releases
 
@@ -25,9 +25,9 @@ def home() -> str:
         lambda limit, offset: releases.notices_for(session, user, limit, offset), "notices_"
     )
     released = {r.id: releases.release_of(session, r.id) for r in requests.items}
-    shown = DEFAULT_PER_PAGE  # a release's first files; its manifest and tar hold them all
-    available = {
-        rel.id: {item.position for item in releases.downloadable(session, rel, rel.items[:shown])}
+    # a summary per release: its files are listed, a page at a time, on the release's page
+    totals = {
+        rel.id: releases.release_totals(session, rel)
         for rel in released.values()
         if rel is not None
     }
@@ -36,8 +36,7 @@ def home() -> str:
         profile=session.get(ResearcherProfile, user.id),
         requests=requests,
         released=released,
-        available=available,
-        shown=shown,
+        totals=totals,
         notices=notices,
     )
 

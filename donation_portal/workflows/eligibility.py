@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 import consent as consents
 from consent import duo_matching
+from consent.duo import DuoTerm, duo_terms
 from donation_portal.adapters.models import REVIEW_APPROVED, DonatedFile, Donation
 from donation_portal.workflows.ingest import ACCEPTED
 
@@ -107,7 +108,33 @@ def _diseases(session: Session, consent_id: str) -> set[str]:
     return {code for m in modules if m["id"] in granted for code in m.get("diseases", [])}
 
 
+# The DUO permission term that covers each purpose a researcher can state: what a steward
+# compares with the donors' consents when deciding on a request.
+PURPOSE_TERMS = {
+    duo_matching.GENERAL: duo_matching.GRU,
+    duo_matching.HEALTH: duo_matching.HMB,
+    duo_matching.DISEASE: duo_matching.DS,
+    duo_matching.ANCESTRY: duo_matching.POA,
+}
+# The DUO modifier each declaration of a use answers (commercial use against NCU, a
+# commitment to publish for PUB, ...): a steward checks the declarations against these.
+DECLARATION_TERMS = {
+    "commercial": duo_matching.NCU,
+    "not_for_profit": duo_matching.NPU,
+    "publishes": duo_matching.PUB,
+    "methods_development": duo_matching.NMDS,
+    "ethics_approved": duo_matching.IRB,
+}
+
+
+def duo_term(term_id: str) -> DuoTerm | None:
+    """The supported DUO term with its labels, so a page names a code in words."""
+    return duo_terms().get(term_id)
+
+
 def count(files: list[DonatedFile]) -> MatchCount:
+    """How many donors, studies and files a request would receive (stewards and researchers
+    judge a cohort by its size before anything is released)."""
     return MatchCount(
         donors=len({f.consent_id for f in files}),
         studies=len({f.study_instance_uid for f in files}),

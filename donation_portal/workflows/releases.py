@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 import consent as consents
@@ -426,6 +426,84 @@ def pending_requests(session: Session, limit: int, offset: int) -> tuple[list[Ac
     query = select(AccessRequest).where(AccessRequest.status == REQUEST_SUBMITTED)
     ordered = query.order_by(AccessRequest.created_at, AccessRequest.id)
     return window(session, ordered, limit, offset)
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a release, numbered within the release ("Study 1 / Series 2"): DICOM
+    UIDs are too long to read or compare on a page, the numbers are not."""
+
+    study_number: int
+    series_number: int
+    study_uid: str | None
+    series_uid: str | None
+    modality: str | None
+    files: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ReleaseTotals:
+    files: int
+    studies: int
+    size: int
+
+
+def _series_order(release_id: str) -> Select[Any]:
+    """Items by study, then series, then position; NULL UIDs sort alike on every database."""
+    return (
+        select(ReleaseItem)
+        .where(ReleaseItem.release_id == release_id)
+        .order_by(
+            func.coalesce(ReleaseItem.study_instance_uid, ""),
+            func.coalesce(ReleaseItem.series_instance_uid, ""),
+            ReleaseItem.position,
+        )
+    )
+
+
+def release_series(session: Session, release: Release) -> list[Series]:
+    """Every series of the release with its file count and size, in the order of
+    ``release_items_by_series``: one row a series, however many files it holds."""
+    study = func.coalesce(ReleaseItem.study_instance_uid, "")
+    series = func.coalesce(ReleaseItem.series_instance_uid, "")
+    rows = session.execute(
+        select(
+            study, series, func.min(ReleaseItem.modality), func.count(), func.sum(ReleaseItem.size)
+        )
+        .where(ReleaseItem.release_id == release.id)
+        .group_by(study, series)
+        .order_by(study, series)
+    ).all()
+    found: list[Series] = []
+    studies: dict[str, int] = {}
+    series_in: dict[int, int] = {}
+    for study_uid, series_uid, modality, files, size in rows:
+        number = studies.setdefault(study_uid, len(studies) + 1)
+        series_in[number] = series_in.get(number, 0) + 1
+        uids = (study_uid or None, series_uid or None)
+        found.append(Series(number, series_in[number], *uids, modality, files, size or 0))
+    return found
+
+
+def release_items_by_series(
+    session: Session, release: Release, limit: int, offset: int
+) -> tuple[list[ReleaseItem], int]:
+    """A page of the release's files grouped by study and series, and how many there are."""
+    return window(session, _series_order(release.id), limit, offset)
+
+
+def release_totals(session: Session, release: Release) -> ReleaseTotals:
+    """Files, studies and bytes of a release, counted by the database (a release can hold
+    thousands of files; a page summarising it needs none of them)."""
+    files, studies, size = session.execute(
+        select(
+            func.count(),
+            func.count(func.distinct(ReleaseItem.study_instance_uid)),
+            func.sum(ReleaseItem.size),
+        ).where(ReleaseItem.release_id == release.id)
+    ).one()
+    return ReleaseTotals(files, studies, size or 0)
 
 
 def release_of(session: Session, request_id: str) -> Release | None:
