@@ -125,10 +125,11 @@ def materialize(ds: Dataset, tag: int, elem: DataElement | RawDataElement,
         if elem.length and elem.value_tell + elem.length > ctx.size:
             raise Rejection("length_exceeds_file")
         stream = ctx.stream
-        position = stream.tell()  # type: ignore[attr-defined]
-        stream.seek(elem.value_tell)  # type: ignore[attr-defined]
-        value = stream.read(elem.length)  # type: ignore[attr-defined]
-        stream.seek(position)  # type: ignore[attr-defined]
+        assert stream is not None, "a deferred value is only in a file read from a stream"
+        position = stream.tell()
+        stream.seek(elem.value_tell)
+        value = stream.read(elem.length)
+        stream.seek(position)
         if len(value) != elem.length:
             raise Rejection("truncated")
         elem = elem._replace(value=value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pydicom.filebase import ReadableBuffer
+
 
 @dataclass
 class Context:
@@ -18,7 +20,7 @@ class Context:
     shift_days: int
     identifiers: tuple[str, ...] = ()
     size: int = 0
-    stream: object = None
+    stream: ReadableBuffer | None = None
     review: set[str] = field(default_factory=set)
 
     @property

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import WriteableBuffer
 from pydicom.tag import Tag
 
 from anonymize import (
@@ -46,7 +48,9 @@ SIMPLE_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6"})
 
 def _string(ds: Dataset, keyword: str) -> str:
     """A UI or CS value (several values joined by a backslash), read without conversion."""
-    return "\\".join(values.ascii_values(ds, tag_for_keyword(keyword))).strip()
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword  # only called with keywords of the data dictionary
+    return "\\".join(values.ascii_values(ds, tag)).strip()
 
 
 def _rejected(code: str, profile: Profile) -> Outcome:
@@ -97,8 +101,8 @@ def _method_codes(options: tuple[str, ...], implicit: bool,
         item.CodingSchemeDesignator = "DCM"
         item.CodeMeaning = meaning
         items.append(item)
-    value = encoder.encode_items(items, implicit, little_endian)
-    return RawDataElement(Tag(METHOD_CODES), "SQ", len(value), value, 0, implicit,
+    encoded = encoder.encode_items(items, implicit, little_endian)
+    return RawDataElement(Tag(METHOD_CODES), "SQ", len(encoded), encoded, 0, implicit,
                           little_endian)
 
 
@@ -111,7 +115,7 @@ def _simple_charset(ds: Dataset) -> bool:
     return all(str(v).strip() in SIMPLE_CHARSETS for v in values)
 
 
-def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
+def _process(parsed: reader.Parsed, dst: WriteableBuffer, key: bytes, pseudonym: str,
              profile: Profile) -> Outcome:
     ds = parsed.dataset
     sop_class = _string(ds, "SOPClassUID") or parsed.meta_sop_class
@@ -150,11 +154,11 @@ def _process(parsed: reader.Parsed, dst: BinaryIO, key: bytes, pseudonym: str,
     meta = writer.file_meta(sop_class, sop_instance, str(parsed.transfer_syntax))
     writer.write_file(dst, meta, ds, parsed.stream, parsed.pixels, parsed.tail,
                       parsed.implicit, parsed.little_endian)
-    code = _first_review_code(review)
+    review_code = _first_review_code(review)
     return Outcome(
-        Verdict.NEEDS_REVIEW if code else Verdict.DEIDENTIFIED,
-        code,
-        reason_for(code) if code else None,
+        Verdict.NEEDS_REVIEW if review_code else Verdict.DEIDENTIFIED,
+        review_code,
+        reason_for(review_code) if review_code else None,
         sop_class,
         modality or None,
         _string(ds, "StudyInstanceUID") or None,
@@ -230,6 +234,16 @@ def deidentify(
     return _guarded(src, dst, key, pseudonym, profile)
 
 
+_T = TypeVar("_T")
+
+
+@runtime_checkable
+class _ReadsInto(Protocol):
+    """A stream that fills a caller's buffer (``typing.BinaryIO`` does not declare it)."""
+
+    def readinto(self, buffer: bytearray | memoryview, /) -> int | None: ...
+
+
 class _Watched:
     """The caller's stream, remembering the first exception the stream itself raised.
 
@@ -243,7 +257,7 @@ class _Watched:
         self._stream = stream
         self.failure: BaseException | None = None
 
-    def _call(self, method: Any, *args: Any) -> Any:
+    def _call(self, method: Callable[..., _T], *args: Any) -> _T:
         try:
             return method(*args)
         except RecursionError:  # the input's nesting exhausted the stack, not the stream
@@ -254,19 +268,22 @@ class _Watched:
             raise
 
     def read(self, *args: Any) -> bytes:
-        return self._call(self._stream.read, *args)  # type: ignore[no-any-return]
+        return self._call(self._stream.read, *args)
 
-    def readinto(self, buffer: Any) -> int:
-        return self._call(self._stream.readinto, buffer)  # type: ignore[no-any-return]
+    def readinto(self, buffer: bytearray | memoryview) -> int | None:
+        stream = self._stream
+        if not isinstance(stream, _ReadsInto):  # as the attribute lookup itself would fail
+            raise AttributeError(f"{type(stream).__name__!r} object has no attribute 'readinto'")
+        return self._call(stream.readinto, buffer)
 
     def seek(self, *args: Any) -> int:
-        return self._call(self._stream.seek, *args)  # type: ignore[no-any-return]
+        return self._call(self._stream.seek, *args)
 
     def tell(self) -> int:
-        return self._call(self._stream.tell)  # type: ignore[no-any-return]
+        return self._call(self._stream.tell)
 
     def write(self, data: Any) -> int:
-        return self._call(self._stream.write, data)  # type: ignore[no-any-return]
+        return self._call(self._stream.write, data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -276,8 +293,8 @@ def _guarded(src: BinaryIO, dst: BinaryIO, key: bytes, pseudonym: str,
              profile: Profile) -> Outcome:
     source, sink = _Watched(src), _Watched(dst)
     try:
-        parsed = reader.parse(source)  # type: ignore[arg-type]
-        return _process(parsed, sink, key, pseudonym, profile)  # type: ignore[arg-type]
+        parsed = reader.parse(source)
+        return _process(parsed, sink, key, pseudonym, profile)
     except Exception as exc:
         failure = source.failure or sink.failure
         if failure is exc:

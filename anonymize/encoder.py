@@ -76,14 +76,14 @@ class _Encoder:
 
     def element(self, elem: DataElement | RawDataElement, encoding: str | list[str],
                 ascii_text: bool) -> bytes:
-        vr = elem.VR
-        if elem.is_raw:
-            value = elem.value
-            if (isinstance(value, bytes) and elem.length != UNDEFINED
-                    and (vr in KNOWN_VRS or (vr is None and self.implicit))
-                    and (self.implicit or vr in LONG_VRS or len(value) <= 0xFFFF)):
-                return self.header(elem.tag, vr or "", len(value)) + value
+        if isinstance(elem, RawDataElement):  # is_raw: only a RawDataElement has it set
+            raw_vr, raw = elem.VR, elem.value
+            if (isinstance(raw, bytes) and elem.length != UNDEFINED
+                    and (raw_vr in KNOWN_VRS or (raw_vr is None and self.implicit))
+                    and (self.implicit or raw_vr in LONG_VRS or len(raw) <= 0xFFFF)):
+                return self.header(elem.tag, raw_vr or "", len(raw)) + raw
             return self._element_by_pydicom(elem, encoding)
+        vr = elem.VR
         if vr == "SQ":
             return self.sequence(elem, encoding)
         value = _fast_string(elem.value, vr, ascii_text)

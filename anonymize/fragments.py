@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+
+from pydicom.filebase import ReadableBuffer
 
 from anonymize.outcome import Rejection
 
@@ -53,7 +54,7 @@ class _OffsetTable:
         return self.sound and self.next_entry == len(self.offsets)
 
 
-def _item_header(stream: BinaryIO, little: bool) -> tuple[int, int]:
+def _item_header(stream: ReadableBuffer, little: bool) -> tuple[int, int]:
     """Tag and length of the next item; a value that ends without its delimiter is not the
     structure A.4 prescribes."""
     head = stream.read(8)
@@ -63,7 +64,7 @@ def _item_header(stream: BinaryIO, little: bool) -> tuple[int, int]:
     return (group << 16) | element, length
 
 
-def _item_value_end(stream: BinaryIO, size: int, tag: int, length: int) -> int:
+def _item_value_end(stream: ReadableBuffer, size: int, tag: int, length: int) -> int:
     if tag != ITEM or length == UNDEFINED:
         raise Rejection("pixel_geometry")
     end = stream.tell() + length
@@ -72,7 +73,7 @@ def _item_value_end(stream: BinaryIO, size: int, tag: int, length: int) -> int:
     return end
 
 
-def _offset_table(stream: BinaryIO, size: int, little: bool) -> tuple[int, ...]:
+def _offset_table(stream: ReadableBuffer, size: int, little: bool) -> tuple[int, ...]:
     tag, length = _item_header(stream, little)
     end = _item_value_end(stream, size, tag, length)
     if length % OFFSET_BYTES or length > OFFSET_BYTES * MAX_FRAGMENTS:
@@ -83,7 +84,7 @@ def _offset_table(stream: BinaryIO, size: int, little: bool) -> tuple[int, ...]:
     return struct.unpack(("<" if little else ">") + f"{count}L", data)
 
 
-def walk_encapsulated(stream: BinaryIO, size: int, little: bool) -> Fragments:
+def walk_encapsulated(stream: ReadableBuffer, size: int, little: bool) -> Fragments:
     """Walk from just after the Pixel Data element's header to just after its delimiter.
 
     Raises :class:`Rejection`: ``truncated`` when an item runs past the end of the file,

@@ -6,7 +6,8 @@ import hashlib
 import hmac
 from functools import lru_cache
 
-from pydicom.uid import UID_dictionary
+# defined in pydicom._uid_dict and re-exported by pydicom.uid without __all__
+from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 from anonymize.outcome import DeidentificationError
 

@@ -18,11 +18,11 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.filebase import DicomBytesIO
+from pydicom.filebase import DicomBytesIO, ReadableBuffer
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
@@ -70,7 +70,7 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 class CappedReader(io.RawIOBase):
     """A read-only view of a seekable stream that never reads past ``size``."""
 
-    def __init__(self, raw: BinaryIO, size: int) -> None:
+    def __init__(self, raw: ReadableBuffer, size: int) -> None:
         super().__init__()
         self._raw = raw
         self._size = size
@@ -87,12 +87,13 @@ class CappedReader(io.RawIOBase):
     def tell(self) -> int:
         return self._raw.tell()
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         remaining = max(0, self._size - self._raw.tell())
         n = remaining if n is None or n < 0 else min(n, remaining)
         return self._raw.read(n)
 
-    def readinto(self, buffer) -> int:  # type: ignore[override]
+    # bytearray or memoryview: it assigns a slice; io declares any writable buffer
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
@@ -118,7 +119,7 @@ class Parsed:
     meta_sop_class: str
     transfer_syntax: UID
     dataset: Dataset
-    stream: BinaryIO
+    stream: ReadableBuffer
     size: int
     pixels: list[PixelExtent]
     tail: Dataset | None
@@ -126,14 +127,14 @@ class Parsed:
     little_endian: bool
 
 
-def _size(src: BinaryIO) -> int:
+def _size(src: ReadableBuffer) -> int:
     src.seek(0, io.SEEK_END)
     size = src.tell()
     src.seek(0)
     return size
 
 
-def _read_meta(stream: BinaryIO, size: int) -> tuple[dict[int, bytes], int]:
+def _read_meta(stream: ReadableBuffer, size: int) -> tuple[dict[int, bytes], int]:
     """Parse group 0002 (always Explicit VR Little Endian) with a size bound."""
     stream.seek(132)
     elements: dict[int, bytes] = {}
@@ -166,7 +167,7 @@ def _uid(value: bytes | None) -> str:
     return (value or b"").rstrip(b"\x00 ").decode("ascii", "replace")
 
 
-def _inflate(stream: BinaryIO, offset: int, size: int) -> bytes:
+def _inflate(stream: ReadableBuffer, offset: int, size: int) -> bytes:
     """Inflate a deflated dataset, refusing zip bombs before they consume memory or time."""
     allowance = min(MAX_INFLATED, max(MIN_INFLATE_ALLOWANCE, INFLATE_RATIO * (size - offset)))
     stream.seek(offset)
@@ -193,14 +194,14 @@ def _inflate(stream: BinaryIO, offset: int, size: int) -> bytes:
     return bytes(out)
 
 
-def _inflated_stream(meta_raw: dict[int, bytes], stream: BinaryIO, offset: int,
-                     size: int) -> BinaryIO:
+def _inflated_stream(meta_raw: dict[int, bytes], stream: ReadableBuffer, offset: int,
+                     size: int) -> ReadableBuffer:
     """A Part 10 stream holding the inflated dataset as Explicit VR Little Endian."""
     inflated = _inflate(stream, offset, size)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _uid(meta_raw.get(0x00020002))
-    meta.MediaStorageSOPInstanceUID = _uid(meta_raw.get(0x00020003))
-    meta.TransferSyntaxUID = EXPLICIT_LE
+    meta.MediaStorageSOPClassUID = UID(_uid(meta_raw.get(0x00020002)))
+    meta.MediaStorageSOPInstanceUID = UID(_uid(meta_raw.get(0x00020003)))
+    meta.TransferSyntaxUID = UID(EXPLICIT_LE)
     buffer = DicomBytesIO()
     buffer.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(buffer, meta, enforce_standard=True)
@@ -208,7 +209,7 @@ def _inflated_stream(meta_raw: dict[int, bytes], stream: BinaryIO, offset: int,
     return io.BytesIO(buffer.getvalue())
 
 
-def _element_header(stream: BinaryIO, implicit: bool,
+def _element_header(stream: ReadableBuffer, implicit: bool,
                     little: bool) -> tuple[int, int, bytes | None]:
     """Read one element header; return (tag, value length, VR or None if implicit)."""
     endian = "<" if little else ">"
@@ -228,7 +229,7 @@ def _element_header(stream: BinaryIO, implicit: bool,
     return tag, struct.unpack(endian + "H", head[6:8])[0], head[4:6]
 
 
-def _pixel_extent(stream: BinaryIO, size: int, implicit: bool, little: bool) -> PixelExtent:
+def _pixel_extent(stream: ReadableBuffer, size: int, implicit: bool, little: bool) -> PixelExtent:
     """Locate one pixel data element, checking every declared length against the file.
 
     It is copied as it is, header included, so a VR it has must be the one the dictionary
@@ -248,7 +249,7 @@ def _pixel_extent(stream: BinaryIO, size: int, implicit: bool, little: bool) -> 
     return PixelExtent(tag, start, stream.tell(), fragments=found)
 
 
-def _tail(stream: BinaryIO, size: int, implicit: bool, little: bool) -> Dataset | None:
+def _tail(stream: ReadableBuffer, size: int, implicit: bool, little: bool) -> Dataset | None:
     """Elements after the pixel data (rare: padding, signatures, private groups)."""
     remaining = size - stream.tell()
     if remaining <= 0:
@@ -264,7 +265,7 @@ def _at_pixels(tag: int, vr: str | None, length: int) -> bool:
     return tag in PIXEL_TAGS
 
 
-def _read_header(stream: BinaryIO, offset: int, transfer_syntax: UID) -> FileDataset:
+def _read_header(stream: ReadableBuffer, offset: int, transfer_syntax: UID) -> FileDataset:
     """The dataset from ``offset`` (just after the file meta group) up to its pixel data.
 
     Read with pydicom's dataset reader directly: the file meta group is already parsed, and
@@ -277,7 +278,9 @@ def _read_header(stream: BinaryIO, offset: int, transfer_syntax: UID) -> FileDat
         return _commands_first(dcmread(stream, stop_before_pixels=True, defer_size=DEFER_SIZE))
     stream.seek(offset)
     implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
-    dataset = read_dataset(stream, implicit, little, stop_when=_at_pixels,
+    # pydicom annotates read_dataset's fp as BinaryIO but uses only read, seek and tell
+    # (ReadableBuffer, what dcmread takes); a CappedReader or the caller's stream is one
+    dataset = read_dataset(cast(BinaryIO, stream), implicit, little, stop_when=_at_pixels,
                            defer_size=DEFER_SIZE)
     ds = FileDataset(stream, dataset, None, None, implicit, little)
     ds.set_original_encoding(implicit, little, dataset._character_set)
@@ -294,7 +297,7 @@ def _commands_first(ds: FileDataset) -> FileDataset:
     return ds
 
 
-def open_source(src: BinaryIO) -> tuple[BinaryIO, int]:
+def open_source(src: ReadableBuffer) -> tuple[ReadableBuffer, int]:
     """Return a bounded, seekable stream over ``src`` and its size."""
     size = _size(src)
     if size == 0:
@@ -305,7 +308,7 @@ def open_source(src: BinaryIO) -> tuple[BinaryIO, int]:
     return CappedReader(src, size), size
 
 
-def parse(src: BinaryIO) -> Parsed:
+def parse(src: ReadableBuffer) -> Parsed:
     """Read an untrusted input up to its pixel data; raise :class:`Rejection` on any problem."""
     stream, size = open_source(src)
     if size < 132:

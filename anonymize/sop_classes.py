@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydicom.uid import UID_dictionary
+# defined in pydicom._uid_dict and re-exported by pydicom.uid without __all__
+from pydicom.uid import UID_dictionary  # type: ignore[attr-defined]
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 # Attributes that are Type 1 in some common IOD (Enhanced multi-frame, SR, equipment modules):
 # their compound X/Z/D or Z/D action resolves to D (dummy) rather than Z (empty).
@@ -52,9 +53,10 @@ def resolve_compound(tag: int, action: str) -> str:
     return action
 
 
-def _read(name: str) -> dict:
+def _read(name: str) -> dict[str, Any]:
     text = resources.files("anonymize").joinpath(f"data/{name}").read_text(encoding="utf-8")
-    return json.loads(text)
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 @lru_cache(maxsize=1)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import struct
-from typing import BinaryIO
 
 from pydicom.dataset import Dataset
+from pydicom.filebase import ReadableBuffer, WriteableBuffer
 
 from anonymize.encoder import encode_dataset, explicit_le_element
 from anonymize.reader import PixelExtent
@@ -30,7 +30,7 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str) -
     return explicit_le_element(0x00020000, "UL", struct.pack("<L", len(body))) + body
 
 
-def copy_range(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
+def copy_range(src: ReadableBuffer, dst: WriteableBuffer, start: int, end: int) -> None:
     """Copy bytes [start, end) of ``src`` to ``dst`` in bounded chunks."""
     if hasattr(src, "getbuffer"):
         with src.getbuffer() as buffer:
@@ -46,7 +46,7 @@ def copy_range(src: BinaryIO, dst: BinaryIO, start: int, end: int) -> None:
         remaining -= len(chunk)
 
 
-def write_file(dst: BinaryIO, meta: bytes, header: Dataset, src: BinaryIO,
+def write_file(dst: WriteableBuffer, meta: bytes, header: Dataset, src: ReadableBuffer,
                pixels: list[PixelExtent], tail: Dataset | None, implicit: bool,
                little_endian: bool) -> None:
     """Write a Part 10 file with a zeroed preamble (a preamble can hide an executable:
