@@ -30,6 +30,7 @@ from donation_portal.adapters.models import (
     WithdrawalAcknowledgement,
     user_ref,
 )
+from donation_portal.workflows import withdrawal
 from donation_portal.workflows.ingest import ACCEPTED, NEEDS_REVIEW, REJECTED
 from donation_portal.workflows.listing import window
 from donation_portal.workflows.maintenance import delete_objects
@@ -44,8 +45,15 @@ class ReviewError(Exception):
 
 @dataclass(frozen=True)
 class WithdrawalItem:
+    """One withdrawal event as the steward sees it. ``files`` is the number the donor was
+    told: files erased for an "erase", files kept otherwise (``withdrawal.erased_files`` and
+    ``kept_files``, over every consent the withdrawal ended). An earlier consent withdrawn
+    along with a later one has its files counted there: ``counted_with`` names that one."""
+
     event: ConsentEvent
     files: int
+    erased: bool
+    counted_with: str | None
     acknowledged: WithdrawalAcknowledgement | None
 
 
@@ -175,8 +183,9 @@ def decide_file(
 
 
 def withdrawals(session: Session, limit: int, offset: int) -> tuple[list[WithdrawalItem], int]:
-    """A page of the withdrawals, the latest first, each with how many files it touched and
-    whether it was acknowledged; and how many withdrawals there are."""
+    """A page of the withdrawals, the latest first, each with how many files it erased or
+    kept (the numbers the donor was told) and whether it was acknowledged; and how many
+    withdrawals there are."""
     events, total = window(
         session,
         select(ConsentEvent)
@@ -184,14 +193,6 @@ def withdrawals(session: Session, limit: int, offset: int) -> tuple[list[Withdra
         .order_by(ConsentEvent.at.desc(), ConsentEvent.id.desc()),
         limit,
         offset,
-    )
-    consent_ids = [event.consent_id for event in events]
-    counts = dict(
-        session.execute(
-            select(DonatedFile.consent_id, func.count())
-            .where(DonatedFile.consent_id.in_(consent_ids))
-            .group_by(DonatedFile.consent_id)
-        ).all()
     )
     acks = {
         ack.event_id: ack
@@ -201,8 +202,19 @@ def withdrawals(session: Session, limit: int, offset: int) -> tuple[list[Withdra
             )
         )
     }
-    items = [WithdrawalItem(e, counts.get(e.consent_id, 0), acks.get(e.id)) for e in events]
-    return items, total
+    return [_withdrawal_item(session, event, acks.get(event.id)) for event in events], total
+
+
+def _withdrawal_item(
+    session: Session, event: ConsentEvent, ack: WithdrawalAcknowledgement | None
+) -> WithdrawalItem:
+    via = event.detail.get("via")
+    if via is not None:
+        return WithdrawalItem(event, 0, False, via, ack)
+    ended = withdrawal.withdrawn_together(session, event)
+    if event.detail.get("mode") == consents.ERASE:
+        return WithdrawalItem(event, withdrawal.erased_files(session, ended), True, None, ack)
+    return WithdrawalItem(event, withdrawal.kept_files(session, ended), False, None, ack)
 
 
 def acknowledge_withdrawal(session: Session, event_id: int, steward: User) -> None:

@@ -7,6 +7,11 @@ then are the ciphertext files (and cancelled upload parts) deleted; a deletion t
 (an object already gone, a storage hiccup) is logged and left to the reconciler, and never
 turns the committed withdrawal into an error. "stop future use" keeps the files, which every
 release and download then leaves out.
+
+Every page that states how many files a withdrawal touched (the donor's confirmation, the
+steward's list) takes the number from ``erased_files`` or ``kept_files`` below, over the
+consents ``withdrawn_together`` names: counting every file row instead (rejected, duplicate
+and cancelled ones were never stored) or one consent of a chain made the numbers disagree.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 import consent as consents
-from consent import Consent
+from consent import Consent, ConsentEvent
+from consent.queries import superseded_chain
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.models import FILE_ERASED, DonatedFile, StoredObject
 from donation_portal.workflows import uploads
@@ -32,7 +38,8 @@ class WithdrawalResult:
     consent_id: str
     mode: str | None  # None for a module withdrawal
     modules: tuple[str, ...]
-    erased_files: int
+    erased_files: int  # see ``erased_files``
+    kept_files: int  # see ``kept_files``
 
 
 def withdraw(
@@ -93,7 +100,8 @@ def _record_module_withdrawal(
         events = consents.withdraw_modules(session, consent_id, modules, actor=actor)
     affected = sorted({event.consent_id for event in events})
     record_withdrawal_notices(session, events[0].id, affected)
-    return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0)
+    kept = kept_files(session, affected)
+    return WithdrawalResult(consent_id, None, tuple(sorted(modules)), 0, kept)
 
 
 def _record_full_withdrawal(
@@ -114,13 +122,52 @@ def _record_full_withdrawal(
     # uploads not yet stored end here; their parts' keys are destroyed in this transaction
     doomed = uploads.cancel_for_consents(session, outcome.consent_ids)
     record_withdrawal_notices(session, outcome.event.id, outcome.consent_ids)
-    erased = 0
+    ended = [event.consent_id for event in outcome.events]
     if outcome.mode == consents.ERASE:
-        for event in outcome.events:
-            count, object_ids = _erase_files(session, event.consent_id, store)
-            erased += count
-            doomed += object_ids
-    return WithdrawalResult(consent_id, outcome.mode, (), erased), doomed
+        for ended_id in ended:
+            doomed += _erase_files(session, ended_id, store)
+    counts = erased_files(session, ended), kept_files(session, ended)
+    return WithdrawalResult(consent_id, outcome.mode, (), *counts), doomed
+
+
+def erased_files(session: Session, consent_ids: Collection[str]) -> int:
+    """Files erased: the consents' donated files whose stored data an "erase" destroyed.
+
+    Files rejected, found duplicate or cancelled were never stored, so are never counted; a
+    consent is erased once, so the number stays what it was when the withdrawal committed.
+    """
+    return _count(session, consent_ids, DonatedFile.status == FILE_ERASED)
+
+
+def kept_files(session: Session, consent_ids: Collection[str]) -> int:
+    """Files kept: the consents' donated files with data stored (accepted, or held for
+    review), which "stop future use" keeps but leaves out of every release."""
+    return _count(session, consent_ids, DonatedFile.object_id.is_not(None))
+
+
+def _count(session: Session, consent_ids: Collection[str], condition: ColumnElement[bool]) -> int:
+    query = select(func.count()).select_from(DonatedFile)
+    query = query.where(DonatedFile.consent_id.in_(list(consent_ids)), condition)
+    return session.scalar(query) or 0
+
+
+def withdrawn_together(session: Session, event: ConsentEvent) -> list[str]:
+    """The consents a withdrawal event ended: its own and, for a whole consent, the earlier
+    ones it superseded that were withdrawn with it (their events name it as ``via``).
+    The donor was told about all of them at once, so their files are counted together."""
+    if event.kind != consents.WITHDRAWN:
+        return [event.consent_id]
+    chain = superseded_chain(session, consents.get_consent(session, event.consent_id))
+    via = session.scalars(
+        select(ConsentEvent).where(
+            ConsentEvent.kind == consents.WITHDRAWN,
+            ConsentEvent.consent_id.in_([c.id for c in chain[1:]]),
+        )
+    )
+    return [
+        event.consent_id,
+        *(e.consent_id for e in via if e.detail.get("via") == event.consent_id),
+    ]
 
 
 def lock_consents(session: Session, consent_ids: Iterable[str]) -> None:
@@ -142,9 +189,9 @@ def lock_files(session: Session, consent_ids: Iterable[str]) -> None:
     ).all()
 
 
-def _erase_files(session: Session, consent_id: str, store: ObjectStore) -> tuple[int, list[str]]:
-    """Crypto-shred the consent's files in this transaction; returns how many donated files
-    lost their data and the objects to delete once it commits."""
+def _erase_files(session: Session, consent_id: str, store: ObjectStore) -> list[str]:
+    """Crypto-shred the consent's files in this transaction; returns the objects to delete
+    once it commits."""
     files = list(
         session.scalars(
             select(DonatedFile).where(
@@ -159,4 +206,4 @@ def _erase_files(session: Session, consent_id: str, store: ObjectStore) -> tuple
     session.flush()
     session.execute(delete(StoredObject).where(StoredObject.scope_id == consent_id))
     store.shred_scope(consent_id, [])
-    return len(files), object_ids
+    return object_ids
