@@ -12,7 +12,7 @@ class KeyFileError(RuntimeError):
     pass
 
 
-def create_secret_file(path: str | os.PathLike, nbytes: int = 32) -> bool:
+def create_secret_file(path: str | os.PathLike[str], nbytes: int = 32) -> bool:
     """Write ``nbytes`` random bytes (base64) to a new 0600 file; False if it already exists."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -25,7 +25,7 @@ def create_secret_file(path: str | os.PathLike, nbytes: int = 32) -> bool:
     return True
 
 
-def read_secret_file(path: str | os.PathLike, nbytes: int = 32) -> bytes:
+def read_secret_file(path: str | os.PathLike[str], nbytes: int = 32) -> bytes:
     target = Path(path)
     try:
         value = base64.b64decode(target.read_text(encoding="ascii").strip(), validate=True)

@@ -26,7 +26,10 @@ import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder
+
+# the defining modules: pydicom.pixels re-exports these without an __all__
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 
 MAX_EDGE = 1024  # the longest edge of a single-frame preview, in pixels
 STRIP_FRAMES = 8  # at most this many frames of a multi-frame image, side by side

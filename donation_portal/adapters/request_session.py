@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # The database cannot be used right now (down, unreachable, restarting, a connection killed,
 # the pool exhausted, a lock or statement timeout): the request may succeed when retried.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
     exc.DisconnectionError,
@@ -50,7 +50,8 @@ def get_session() -> Session:
         event.listen(session, "after_commit", _mark_committed)
         event.listen(session, "after_rollback", _forget_written)
         g.db_session = session
-    return g.db_session
+    current: Session = g.db_session
+    return current
 
 
 def committed() -> bool:

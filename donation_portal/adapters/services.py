@@ -6,12 +6,12 @@ Loaded once per app and cached in ``app.extensions``; nothing is created at impo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from celery import Celery
 from flask import Flask, current_app, g
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 from kombu.transport import sqlalchemy as sqla_transport
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,11 +26,16 @@ MAINTENANCE_QUEUE = "maintenance"
 EMBEDDED_BROKER_POLL_SECONDS = 0.05
 
 
-def _cached(app: Flask, name: str, build: Any) -> Any:
+T = TypeVar("T")
+
+
+def _cached(app: Flask, name: str, build: Callable[[], T]) -> T:
     cache = app.extensions.setdefault("portal_services", {})
     if name not in cache:
         cache[name] = build()
-    return cache[name]
+    # each name is only ever built by one caller, so the cached value is a T
+    value: T = cache[name]
+    return value
 
 
 def keyring() -> KeyRing:
@@ -49,7 +54,8 @@ def keyring() -> KeyRing:
     loaded = cache.get("keyring")
     if loaded is None or loaded[0] != stamp:
         cache["keyring"] = loaded = (stamp, KeyRing.load(path))
-    return loaded[1]
+    ring: KeyRing = loaded[1]
+    return ring
 
 
 def _file_stamp(path: str) -> tuple[int, int, int]:
@@ -119,7 +125,8 @@ def job_queue() -> JobQueue:
     if app.config["JOBS_INLINE"]:
         if "portal_inline_queue" not in g:
             g.portal_inline_queue = InlineQueue(app.extensions["portal_ingest_runner"])
-        return g.portal_inline_queue
+        inline: InlineQueue = g.portal_inline_queue
+        return inline
     return _cached(app, "job_queue", lambda: CeleryQueue(celery_producer(app.config)))
 
 
@@ -151,7 +158,8 @@ def celery_settings(config: Mapping[str, Any]) -> dict[str, Any]:
             "interval_max": 1,
         },
         "task_queues": [
-            Queue(name, Exchange(name), routing_key=name)
+            # kombu ships py.typed but leaves Queue/Exchange.__init__ unannotated
+            Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
             for name in (INGEST_QUEUE, MAINTENANCE_QUEUE)
         ],
         "task_default_queue": MAINTENANCE_QUEUE,

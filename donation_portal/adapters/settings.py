@@ -39,7 +39,7 @@ def config_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 def load_settings(
-    instance_path: str | os.PathLike,
+    instance_path: str | os.PathLike[str],
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> dict[str, Any]:

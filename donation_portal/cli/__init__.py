@@ -64,7 +64,8 @@ def _key_file() -> str:
         raise click.ClickException(
             "the key ring comes from PORTAL_KEK: rotate it where that variable is managed"
         )
-    return current_app.config["KEY_FILE"]
+    path: str = current_app.config["KEY_FILE"]
+    return path
 
 
 @keys.command("status")

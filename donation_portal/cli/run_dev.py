@@ -33,7 +33,7 @@ STOP_GRACE_SECONDS = 20.0  # a worker's warm shutdown lets its running job finis
 _PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
 
 
-def read_procfile(path: str | os.PathLike) -> dict[str, str]:
+def read_procfile(path: str | os.PathLike[str]) -> dict[str, str]:
     """``name: command`` lines (blank lines and ``#`` comments skipped), in file order."""
     processes: dict[str, str] = {}
     for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
@@ -149,14 +149,14 @@ def supervise(
     try:
         for name, command in commands.items():
             supervisor.start(name, command)
-        name, code = supervisor.wait()
-        if name is not None:
-            supervisor.say(name, f"exited with code {code}; stopping the others")
+        stopped, code = supervisor.wait()
+        if stopped is not None:
+            supervisor.say(stopped, f"exited with code {code}; stopping the others")
     finally:
         supervisor.stop_all(grace_seconds)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if name is None:
+    if stopped is None:
         return 0
     return code or 1  # one process ending on its own is a failure of the whole
 

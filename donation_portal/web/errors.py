@@ -19,7 +19,7 @@ The API (``/api/``), the tus endpoints (``/uploads/``) and ``/healthz`` answer
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -190,10 +190,11 @@ def _unexpected(error: Exception) -> Response:
         # e.g. a commit in a ``finally`` raising PendingRollbackError after the connection
         # died: the database's unavailability is what happened, not a bug
         if isinstance(cause, DATABASE_UNAVAILABLE):
-            return _database_unavailable(cause)  # type: ignore[arg-type]
+            return _database_unavailable(cause)
         if isinstance(cause, storage.StorageFull):
             return _storage_full(cause)
-        return _storage_unavailable(cause)  # type: ignore[arg-type]
+        # _underlying returns only the outage kinds: the one left is StorageUnavailable
+        return _storage_unavailable(cast(storage.StorageUnavailable, cause))
     current_app.logger.error(
         "unhandled error on %s [correlation %s]", _where(), correlation_id(), exc_info=error
     )

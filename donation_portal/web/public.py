@@ -22,7 +22,8 @@ NO_MATCH = "The consent ID and the withdrawal code do not match. Please check th
 
 
 def withdraw_rate_limit() -> str:
-    return current_app.config["WITHDRAW_RATE_LIMIT"]
+    limit: str = current_app.config["WITHDRAW_RATE_LIMIT"]
+    return limit
 
 
 @bp.get("/.well-known/receipt-keys.json")

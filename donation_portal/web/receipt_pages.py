@@ -24,7 +24,8 @@ class Receipt:
 
     @property
     def consent_id(self) -> str:
-        return self.document["receipt"]["consent_id"]
+        consent_id: str = self.document["receipt"]["consent_id"]
+        return consent_id
 
     @property
     def json_text(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from flask import (
     Blueprint,
@@ -253,7 +253,8 @@ def new_request() -> Any:
             "researcher/request.html", matched=matched, dropped=dropped, form=request.form
         )
     ethics = request.files.get("ethics")
-    stream = ethics.stream if ethics is not None and ethics.filename else None
+    # FileStorage.stream is typed IO[bytes]: a binary file, but typeshed's BinaryIO is nominal
+    stream = cast(BinaryIO, ethics.stream) if ethics is not None and ethics.filename else None
     releases.submit_request(
         session, current_user.user, **data, ethics=stream, store=services.object_store(session)
     )

@@ -157,7 +157,8 @@ def load_form(schema: Schema, form: Any, lists: tuple[str, ...] = ()) -> dict[st
     data: dict[str, Any] = {key: form.get(key) for key in form if key != "csrf_token"}
     for key in lists:
         data[key] = form.getlist(key)
-    return schema.load(data, unknown="exclude")
+    loaded: dict[str, Any] = schema.load(data, unknown="exclude")  # many=False: one dict
+    return loaded
 
 
 def first_errors(error: ValidationError) -> list[str]:

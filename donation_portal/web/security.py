@@ -48,7 +48,7 @@ limiter = Limiter(key_func=get_remote_address, default_limits=[])
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class LoginUser(UserMixin):
+class LoginUser(UserMixin):  # type: ignore[misc]  # flask-login ships no type information
     """What flask-login keeps: the user row, plus the key (kept in the cookie) and ID of the
     server-side login session that logging out, or its owner elsewhere, ends."""
 
@@ -79,7 +79,7 @@ def init_app(app: Flask) -> None:
     app.after_request(_audit_refusal)
 
 
-@login_manager.user_loader
+@login_manager.user_loader  # type: ignore[untyped-decorator]  # flask-login is untyped
 def _load_user(key: str) -> LoginUser | None:
     found = login_sessions.find(get_session(), key)
     if found is None:  # ended, or the account disabled
@@ -101,7 +101,8 @@ def _audit_refusal(response: Response) -> Response:
 
 
 def login_rate_limit() -> str:
-    return current_app.config["LOGIN_RATE_LIMIT"]
+    limit: str = current_app.config["LOGIN_RATE_LIMIT"]
+    return limit
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ def public(view: F) -> F:
 
 def logged_in(view: F) -> F:
     """Any logged-in user may call the view, whatever their role; others are sent to log in."""
-    return _declared(login_required(view), ANY_ROLE)
+    # flask-login is untyped; login_required wraps with functools.wraps, same signature
+    guarded: F = login_required(view)
+    return _declared(guarded, ANY_ROLE)
 
 
 def role_required(*roles: str) -> Callable[[F], F]:

@@ -36,14 +36,14 @@ SWEEP_EVERY = timedelta(hours=1)
 def make_celery(flask_app: Flask) -> Celery:
     """A Celery app whose tasks run inside ``flask_app``'s app context."""
 
-    class FlaskTask(Task):
+    class FlaskTask(Task):  # type: ignore[misc]  # celery ships no type information
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with flask_app.app_context():
                 return self.run(*args, **kwargs)
 
     celery = Celery(flask_app.import_name, task_cls=FlaskTask, set_as_current=False)
     celery.conf.update(worker_settings(flask_app.config))
-    celery.flask_app = flask_app  # type: ignore[attr-defined]
+    celery.flask_app = flask_app
     tasks.register(celery)
     worker_process_init.connect(
         _fresh_connections(flask_app), weak=False, dispatch_uid=f"portal-{id(flask_app)}"

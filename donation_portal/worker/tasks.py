@@ -27,7 +27,7 @@ BACKOFF_CAP = 300.0  # never longer, and well inside the broker's visibility tim
 
 def backoff(retries: int, *, cap: float = BACKOFF_CAP) -> float:
     """Seconds before retry number ``retries + 1``: doubling, capped, half of it random."""
-    delay = min(cap, BACKOFF_BASE * 2**retries)
+    delay: float = min(cap, BACKOFF_BASE * 2**retries)  # int ** int is Any in typeshed
     return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (spreading, not secrecy)
 
 
@@ -45,7 +45,7 @@ def run_ingest(upload_id: str, *, final_attempt: bool) -> str:
 
 
 def register(celery: Celery) -> None:
-    @celery.task(name=INGEST_TASK, bind=True, shared=False)
+    @celery.task(name=INGEST_TASK, bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery is untyped
     def ingest_upload(self: Task, upload_id: str) -> str:
         """De-identify and store one upload; ``final_attempt`` on the last try."""
         config = current_app.config
@@ -67,20 +67,20 @@ def register(celery: Celery) -> None:
                 exc=exc, countdown=backoff(retries, cap=cap), max_retries=attempts - 1
             ) from exc
 
-    @celery.task(name="portal.expire_uploads", shared=False)
+    @celery.task(name="portal.expire_uploads", shared=False)  # type: ignore[untyped-decorator]  # celery is untyped
     def expire_uploads() -> int:
         """Destroy unfinished uploads past UPLOAD_EXPIRY (tus expiration)."""
         session = get_session()
         return uploads.expire_uploads(session, services.object_store(session))
 
-    @celery.task(name="portal.requeue_stalled", bind=True, shared=False)
+    @celery.task(name="portal.requeue_stalled", bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery is untyped
     def requeue_stalled(self: Task) -> int:
         """Send again the ingest jobs of uploads queued or processing for too long."""
         return ingest.requeue_stalled(
             get_session(), CeleryQueue(self.app), int(current_app.config["JOB_STALLED_AFTER"])
         )
 
-    @celery.task(name="portal.reconcile", shared=False)
+    @celery.task(name="portal.reconcile", shared=False)  # type: ignore[untyped-decorator]  # celery is untyped
     def reconcile() -> None:
         """Remove objects no row records, once older than ORPHAN_GRACE."""
         session = get_session()
@@ -89,7 +89,7 @@ def register(celery: Celery) -> None:
         )
         log.info("reconcile: %s", report.counts())
 
-    @celery.task(name="portal.sweep", shared=False)
+    @celery.task(name="portal.sweep", shared=False)  # type: ignore[untyped-decorator]  # celery is untyped
     def sweep() -> None:
         """Crypto-shred raw-upload quarantine left behind, older than QUARANTINE_MAX_AGE."""
         session = get_session()
@@ -105,7 +105,7 @@ def register(celery: Celery) -> None:
             report.removed_partials,
         )
 
-    @celery.task(name="portal.heartbeat", bind=True, shared=False)
+    @celery.task(name="portal.heartbeat", bind=True, shared=False)  # type: ignore[untyped-decorator]  # celery is untyped
     def heartbeat(self: Task) -> None:
         """Record that this worker is alive; /healthz reads the latest heartbeat."""
         maintenance.record_heartbeat(get_session(), self.request.hostname or socket.gethostname())

@@ -25,7 +25,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -197,8 +197,9 @@ def _deidentify_entry(
                 return None
             stream.seek(0)
             if entry.file_size <= IN_MEMORY_BYTES:  # pydicom's many small reads, from memory
-                stream = io.BytesIO(stream.read())  # type: ignore[assignment]
-            outcome, info = deidentify_to_object(backend, claim, stream, deid_key)
+                stream = io.BytesIO(stream.read())
+            # ZipFile.open's IO[bytes] is a binary file; typeshed's BinaryIO is nominal
+            outcome, info = deidentify_to_object(backend, claim, cast(BinaryIO, stream), deid_key)
             return _Image(member, entry.file_size, outcome, info)
     except (zipfile.BadZipFile, zlib.error, EOFError):
         return _rejected(member, entry.file_size, ENTRY_DAMAGED)

@@ -12,7 +12,7 @@ import hmac
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,7 +46,16 @@ class Claim:
 
 def rejection(code: str, reason: str) -> anonymize.Outcome:
     """The outcome of a file refused before de-identifying it (too large, damaged archive)."""
-    return anonymize.Outcome(anonymize.Verdict.REJECTED, code, reason, *[None] * 5)
+    return anonymize.Outcome(
+        anonymize.Verdict.REJECTED,
+        code,
+        reason,
+        sop_class_uid=None,
+        modality=None,
+        study_instance_uid=None,
+        series_instance_uid=None,
+        sop_instance_uid=None,
+    )
 
 
 def too_large(limit_bytes: int) -> anonymize.Outcome:
@@ -139,7 +148,13 @@ def deidentify_to_object(
     writer = ObjectWriter(backend, claim.consent_id, claim.public_key)
     try:
         output = AppendOnly(writer)
-        outcome = anonymize.deidentify(source, output, key=deid_key, pseudonym=claim.pseudonym)
+        # a RawIOBase is a binary file at run time; typeshed's BinaryIO is nominal
+        outcome = anonymize.deidentify(
+            source,
+            cast(BinaryIO, output),
+            key=deid_key,
+            pseudonym=claim.pseudonym,
+        )
         if outcome.verdict == anonymize.Verdict.REJECTED:
             writer.abort()
             return outcome, None

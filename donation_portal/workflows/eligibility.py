@@ -78,7 +78,7 @@ def permitting(
     return allowed
 
 
-def _filtered(query: Select, filters: Mapping[str, Any]) -> Select:
+def _filtered(query: Select[DonatedFile], filters: Mapping[str, Any]) -> Select[DonatedFile]:
     """Cohort filters: lists match any listed value; ranges are inclusive, and a file without
     the value (say, no age in its header) does not match a range that asks for one."""
     for key, column in (
@@ -88,14 +88,14 @@ def _filtered(query: Select, filters: Mapping[str, Any]) -> Select:
     ):
         if values := filters.get(key):
             query = query.where(column.in_(values))
-    for key, column in (
+    for key, number in (
         ("age", DonatedFile.patient_age_years),
         ("study_year", DonatedFile.study_year),
     ):
         if (low := filters.get(f"{key}_min")) is not None:
-            query = query.where(column >= low)
+            query = query.where(number >= low)
         if (high := filters.get(f"{key}_max")) is not None:
-            query = query.where(column <= high)
+            query = query.where(number <= high)
     return query
 
 

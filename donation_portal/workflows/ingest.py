@@ -20,7 +20,7 @@ import io
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -113,7 +113,8 @@ def run_ingest_job(
         if work is None:
             return _state_of(session_factory, upload_id)
         claim, source, backend = work
-        if archives.is_archive(source):
+        stream = cast(BinaryIO, source)  # a RawIOBase; typeshed's BinaryIO is nominal
+        if archives.is_archive(stream):
             return archives.ingest_archive(
                 session_factory,
                 store_for,
@@ -121,7 +122,7 @@ def run_ingest_job(
                 deid_key,
                 upload_id,
                 claim,
-                source,
+                stream,
                 max_entry_bytes=max_file_bytes,
             )
         if sum(part.size for part in claim.parts) > max_file_bytes:
@@ -176,7 +177,8 @@ def _claim(
         readers: list[BinaryIO] = []
         try:
             for part in claim.parts:
-                readers.append(store.open(part))
+                # a DecryptingReader is a RawIOBase; typeshed's BinaryIO is nominal
+                readers.append(cast(BinaryIO, store.open(part)))
             session.commit()
         except BaseException:
             for reader in readers:

@@ -13,7 +13,9 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 
-def window(session: Session, query: Select[Any], limit: int, offset: int) -> tuple[list[Any], int]:
+def window(
+    session: Session, query: Select[*tuple[Any, ...]], limit: int, offset: int
+) -> tuple[list[Any], int]:
     """The ``limit`` rows of ``query`` after the first ``offset`` (one entity per row, or
     the rows themselves when it selects several), and how many rows it has in all.
 

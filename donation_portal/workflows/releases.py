@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, BinaryIO
 
 from sqlalchemy import Select, func, select
@@ -348,11 +349,11 @@ def release_members(
     profile = session.get(ResearcherProfile, user.id)
     assert profile is not None  # noqa: S101 - a release needs a profile
     key = profile.public_key
-    members = [
+    members: list[tuple[str, int, Callable[[], Iterator[bytes] | None]]] = [
         (
             _file_name(item),
             item.size,
-            lambda item=item: open_member(session, store, release, item, key),
+            partial(open_member, session, store, release, item, key),
         )
         for item in downloadable(session, release)
     ]
@@ -516,7 +517,12 @@ def approvals_count(session: Session, request_id: str) -> int:
 
 
 def _audit(
-    session: Session, action: str, user: User, subject_type: str, subject_id: str, detail: dict
+    session: Session,
+    action: str,
+    user: User,
+    subject_type: str,
+    subject_id: str,
+    detail: dict[str, Any],
 ) -> None:
     consents.audit.record(
         session,

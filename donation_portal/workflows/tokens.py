@@ -117,8 +117,9 @@ def authenticate(session: Session, token: str, now: datetime) -> Grant:
         raise TokenRefused(f"This API token {what} on {when}. {MAKE_ANOTHER}")
     owner = session.get_one(User, row.user_id)
     today = as_utc(now).date()
-    first_today = row.last_used_at is None or as_utc(row.last_used_at).date() != today
-    if first_today or now - as_utc(row.last_used_at) >= LAST_USED_PRECISION:
+    last_used = row.last_used_at
+    first_today = last_used is None or as_utc(last_used).date() != today
+    if first_today or (last_used is not None and now - as_utc(last_used) >= LAST_USED_PRECISION):
         begin_write(session)
         if first_today:
             _audit(session, "researcher.token_used", owner, row, {"day": today.isoformat()})
