@@ -120,10 +120,11 @@ def verify_login() -> str | Response | tuple[str, int]:
 def settings() -> str:
     db = get_session()
     user = current_user.user
+    factors = _factors(user)
     return render_template(
         "mfa/settings.html",
-        **_factors(user),
-        enrolled=mfa.is_enrolled(db, user),
+        **factors,
+        enrolled=factors["has_app"] or factors["has_keys"],
         required=mfa.required_for(user),
         codes_left=mfa.recovery_codes_left(db, user),
         keys=security_keys.keys_of(db, user),
@@ -260,10 +261,10 @@ def step_up_key_options() -> Response:
 @limiter.limit(login_rate_limit, methods=["POST"])
 def step_up() -> str | Response | tuple[str, int]:
     back = _safe_path(request.args.get("next", ""))
-    if not mfa.is_enrolled(get_session(), current_user.user):
+    factors = _factors(current_user.user)
+    if not (factors["has_app"] or factors["has_keys"]):
         flash("Please set up a second factor first.")
         return redirect(url_for("mfa.settings"), 303)
-    factors = _factors(current_user.user)
     if request.method == "GET":
         return render_template("mfa/step_up.html", next=back, **factors)
     try:

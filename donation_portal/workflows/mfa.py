@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-import consent as consents
 from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.mfa_models import (
@@ -36,7 +35,8 @@ from donation_portal.adapters.mfa_models import (
     SecurityKeyChallenge,
     TotpCredential,
 )
-from donation_portal.adapters.models import User, user_ref
+from donation_portal.adapters.models import User
+from donation_portal.workflows import accounts
 
 ISSUER = "Data donation portal"
 STEP_SECONDS = 30
@@ -123,7 +123,7 @@ def confirm_totp(session: Session, user: User, code: str, *, key: bytes, at: flo
     credential.confirmed_at = utcnow()
     credential.last_step = step
     codes = replace_recovery_codes(session, user)
-    audit(session, "auth.mfa_enrolled", user, {"factor": "totp"})
+    accounts.audit(session, "auth.mfa_enrolled", user, {"factor": "totp"})
     session.commit()
     return codes
 
@@ -171,7 +171,7 @@ def new_recovery_codes(session: Session, user: User) -> list[str]:
         session.rollback()
         raise SecondFactorError("Set up a second factor first.")
     codes = replace_recovery_codes(session, user)
-    audit(session, "auth.mfa_recovery_codes_renewed", user)
+    accounts.audit(session, "auth.mfa_recovery_codes_renewed", user)
     session.commit()
     return codes
 
@@ -184,7 +184,7 @@ def remove(session: Session, user: User) -> None:
     begin_write(session)
     for table in (TotpCredential, SecurityKey, SecurityKeyChallenge, RecoveryCode):
         session.execute(delete(table).where(table.user_id == user.id))
-    audit(session, "auth.mfa_removed", user)
+    accounts.audit(session, "auth.mfa_removed", user)
     session.commit()
 
 
@@ -205,7 +205,7 @@ def _verify_totp(
     if credential.last_step is not None and step <= credential.last_step:
         _refuse(session, user, "replayed-code")
     credential.last_step = step
-    audit(session, "auth.mfa_verified", user, {"factor": "totp"})
+    accounts.audit(session, "auth.mfa_verified", user, {"factor": "totp"})
     session.commit()
     return "totp"
 
@@ -223,7 +223,7 @@ def _verify_recovery(session: Session, user: User, code: str) -> str:
     )
     if used.rowcount != 1:  # type: ignore[attr-defined]
         _refuse(session, user, "wrong-recovery-code")
-    audit(session, "auth.mfa_verified", user, {"factor": "recovery-code"})
+    accounts.audit(session, "auth.mfa_verified", user, {"factor": "recovery-code"})
     session.commit()
     return "recovery"
 
@@ -232,7 +232,7 @@ def _refuse(session: Session, user: User, reason: str) -> NoReturn:
     """Record a refused code (only the reason, never the code) and raise."""
     session.rollback()
     begin_write(session)
-    audit(session, "auth.mfa_failed", user, {"reason": reason})
+    accounts.audit(session, "auth.mfa_failed", user, {"reason": reason})
     session.commit()
     if reason == "replayed-code":
         raise SecondFactorError("That code was used already. Please wait for the next one.")
@@ -293,15 +293,3 @@ def _unseal(key: bytes, user_id: int, sealed: bytes) -> str:
 def _bound(user_id: int) -> bytes:
     """Binds a sealed secret to its account: copying it to another row makes it unreadable."""
     return b"totp-secret:user:%d" % user_id
-
-
-def audit(session: Session, action: str, user: User, detail: dict[str, str] | None = None) -> None:
-    """Record ``action`` by and about ``user``; does not commit."""
-    consents.audit.record(
-        session,
-        action,
-        actor=user_ref(user.id),
-        subject_type="user",
-        subject_id=str(user.id),
-        detail=detail,
-    )

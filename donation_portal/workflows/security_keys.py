@@ -38,7 +38,7 @@ from consent.db import utcnow
 from donation_portal.adapters.db import begin_write
 from donation_portal.adapters.mfa_models import RecoveryCode, SecurityKey, SecurityKeyChallenge
 from donation_portal.adapters.models import User
-from donation_portal.workflows import mfa
+from donation_portal.workflows import accounts, mfa
 from donation_portal.workflows.mfa import SecondFactorError
 
 CHALLENGE_SECONDS = 120
@@ -122,7 +122,7 @@ def register(
         )
     )
     codes = mfa.replace_recovery_codes(session, user) if first else None
-    mfa.audit(session, "auth.mfa_enrolled", user, {"factor": "webauthn"})
+    accounts.audit(session, "auth.mfa_enrolled", user, {"factor": "webauthn"})
     session.commit()
     return codes
 
@@ -180,7 +180,7 @@ def verify(session: Session, user: User, rp: RelyingParty, response: str, *, at:
         _refuse(session, user, "sign-count-not-increased")
     key.sign_count = verified.new_sign_count
     key.last_used_at = utcnow()
-    mfa.audit(session, "auth.mfa_verified", user, {"factor": "webauthn"})
+    accounts.audit(session, "auth.mfa_verified", user, {"factor": "webauthn"})
     session.commit()
 
 
@@ -207,7 +207,7 @@ def remove(session: Session, user: User, key_id: int) -> str:
             )
         # no factor left: its recovery codes go with it, as ``mfa.remove`` does
         session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    mfa.audit(session, "auth.mfa_removed", user, {"factor": "webauthn"})
+    accounts.audit(session, "auth.mfa_removed", user, {"factor": "webauthn"})
     session.commit()
     return name
 
@@ -260,6 +260,6 @@ def _refuse(session: Session, user: User, reason: str) -> NoReturn:
     """Record a refused answer (the reason only) and raise."""
     session.rollback()
     begin_write(session)
-    mfa.audit(session, "auth.mfa_failed", user, {"reason": reason, "factor": "webauthn"})
+    accounts.audit(session, "auth.mfa_failed", user, {"reason": reason, "factor": "webauthn"})
     session.commit()
     raise SecondFactorError("The security key's answer was refused. Please try again.")

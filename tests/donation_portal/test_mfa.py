@@ -27,7 +27,7 @@ KEY = re.compile(r'<code class="secret">([A-Z2-7 ]+)</code>')
 RECOVERY = re.compile(r"<li><code>([a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4})</code></li>")
 
 
-def _mfa_actions(db_session: Session) -> list[tuple[str, dict]]:
+def mfa_actions(db_session: Session) -> list[tuple[str, dict]]:
     query = (
         select(AuditEntry).where(AuditEntry.action.startswith("auth.mfa")).order_by(AuditEntry.id)
     )
@@ -61,7 +61,7 @@ def test_a_steward_without_a_second_factor_can_only_enrol_then_everything_opens(
     app: Flask,
     browser: Browser,
     make_user,
-    db_session: Session,  # type: ignore[no-untyped-def]
+    db_session: Session,
 ) -> None:
     make_user("new-steward@example.org", "steward", second_factor=False)
     reply = browser.login("new-steward@example.org")
@@ -73,7 +73,7 @@ def test_a_steward_without_a_second_factor_can_only_enrol_then_everything_opens(
     secret, codes = _enrol(browser)
     assert len(codes) == 10 and len(set(codes)) == 10
     assert browser.client.get("/steward/").status_code == 200
-    assert _mfa_actions(db_session) == [("auth.mfa_enrolled", {"factor": "totp"})]
+    assert mfa_actions(db_session) == [("auth.mfa_enrolled", {"factor": "totp"})]
     stored = db_session.get(TotpCredential, db_session.scalar(select(TotpCredential.user_id)))
     assert secret.encode() not in stored.secret  # sealed, not stored as typed
 
@@ -82,7 +82,7 @@ def test_an_enrolled_login_needs_a_code_and_a_wrong_one_is_refused_and_audited(
     app: Flask,
     browser: Browser,
     make_user,
-    db_session: Session,  # type: ignore[no-untyped-def]
+    db_session: Session,
 ) -> None:
     make_user("steward@example.org", "steward")
     secret = SECOND_FACTORS["steward@example.org"]
@@ -96,15 +96,15 @@ def test_an_enrolled_login_needs_a_code_and_a_wrong_one_is_refused_and_audited(
         browser.submit("/login/code", {"code": totp_code("steward@example.org")}).status_code == 303
     )
     assert browser.client.get("/steward/").status_code == 200
-    assert ("auth.mfa_failed", {"reason": "wrong-code"}) in _mfa_actions(db_session)
-    assert _mfa_actions(db_session)[-1] == ("auth.mfa_verified", {"factor": "totp"})
+    assert ("auth.mfa_failed", {"reason": "wrong-code"}) in mfa_actions(db_session)
+    assert mfa_actions(db_session)[-1] == ("auth.mfa_verified", {"factor": "totp"})
 
 
 def test_a_code_used_once_is_refused_the_second_time(
     app: Flask,
     browser: Browser,
     make_user,
-    db_session: Session,  # type: ignore[no-untyped-def]
+    db_session: Session,
 ) -> None:
     make_user("researcher@example.org", "researcher")
     code = totp_code("researcher@example.org")
@@ -115,14 +115,14 @@ def test_a_code_used_once_is_refused_the_second_time(
     replayed = browser.submit("/login/code", {"code": code})
     assert replayed.status_code == 401
     assert "used already" in replayed.get_data(as_text=True)
-    assert ("auth.mfa_failed", {"reason": "replayed-code"}) in _mfa_actions(db_session)
+    assert ("auth.mfa_failed", {"reason": "replayed-code"}) in mfa_actions(db_session)
 
 
 def test_a_recovery_code_logs_in_once(
     app: Flask,
     client,
     make_user,
-    published: None,  # type: ignore[no-untyped-def]
+    published: None,
 ) -> None:
     make_user("admin@example.org", "admin", second_factor=False)
     first = Browser(client)
@@ -141,7 +141,7 @@ def test_too_many_wrong_codes_or_a_slow_answer_send_back_to_the_password(
     app: Flask,
     browser: Browser,
     make_user,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_user("steward@example.org", "steward")
     _password_step(browser, "steward@example.org")
@@ -161,7 +161,7 @@ def test_key_actions_need_a_code_from_the_last_five_minutes(
     app: Flask,
     browser: Browser,
     make_user,
-    monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     make_user("researcher@example.org", "researcher")
     assert browser.login("researcher@example.org").status_code == 303
@@ -186,7 +186,7 @@ def test_key_actions_need_a_code_from_the_last_five_minutes(
 
 
 def test_changing_the_release_key_needs_a_fresh_code(
-    app: Flask, browser: Browser, make_user, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+    app: Flask, browser: Browser, make_user, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     make_user("researcher@example.org", "researcher")
     assert browser.login("researcher@example.org").status_code == 303
@@ -204,7 +204,7 @@ def test_step_up_never_sends_anyone_to_another_site(
     app: Flask,
     browser: Browser,
     make_user,
-    target: str,  # type: ignore[no-untyped-def]
+    target: str,
 ) -> None:
     make_user("steward@example.org", "steward")
     browser.login("steward@example.org")
@@ -217,7 +217,7 @@ def test_step_up_never_sends_anyone_to_another_site(
 def test_a_donor_may_add_and_remove_a_second_factor(
     app: Flask,
     donor: Browser,
-    db_session: Session,  # type: ignore[no-untyped-def]
+    db_session: Session,
 ) -> None:
     assert "This is optional" in donor.get("/account/two-factor")
     assert donor.client.get("/donations/new").status_code == 200  # never forced on donors
@@ -229,7 +229,7 @@ def test_a_donor_may_add_and_remove_a_second_factor(
     assert removed.status_code == 303
     donor.logout()
     assert donor.login("donor@example.org").headers["Location"] == "/"
-    assert [action for action, _ in _mfa_actions(db_session)] == [
+    assert [action for action, _ in mfa_actions(db_session)] == [
         "auth.mfa_enrolled",
         "auth.mfa_verified",
         "auth.mfa_removed",
@@ -240,7 +240,7 @@ def test_a_steward_cannot_remove_but_can_replace_the_app(
     app: Flask,
     browser: Browser,
     make_user,
-    db_session: Session,  # type: ignore[no-untyped-def]
+    db_session: Session,
 ) -> None:
     make_user("steward@example.org", "steward")
     browser.login("steward@example.org")
@@ -259,7 +259,7 @@ def test_a_steward_cannot_remove_but_can_replace_the_app(
 def test_the_demo_setup_prints_each_staff_accounts_key_once(
     tmp_path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from donation_portal import create_app
     from donation_portal.cli import dev_setup

@@ -26,12 +26,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from webauthn.helpers import encode_cbor
 
-from consent.models import AuditEntry
 from donation_portal.adapters.mfa_models import SecurityKey, SecurityKeyChallenge
 from donation_portal.adapters.settings import ConfigError, load_settings, webauthn_origin
 from donation_portal.web import sessions
 
 from .conftest import PASSWORD, TOKEN, Browser, totp_code
+from .test_mfa import mfa_actions
 
 ORIGIN = "http://localhost"  # the test client's address: the relying party outside production
 RECOVERY = re.compile(r"<li><code>([a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4}-[a-z0-9]{4})</code></li>")
@@ -144,13 +144,6 @@ def sign_in(browser: Browser, email: str, key: SoftKey, **kw: Any):  # type: ign
     assert "Use security key" in browser.get("/login/code")
     answer = key.get(options(browser, "/login/code", "/login/code/key"), **kw)
     return browser.submit("/login/code", {"credential": answer})
-
-
-def mfa_actions(db_session: Session) -> list[tuple[str, dict]]:
-    query = (
-        select(AuditEntry).where(AuditEntry.action.startswith("auth.mfa")).order_by(AuditEntry.id)
-    )
-    return [(entry.action, entry.detail or {}) for entry in db_session.scalars(query)]
 
 
 def test_a_donor_registers_a_key_and_logs_in_with_it(
