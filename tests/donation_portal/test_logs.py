@@ -37,7 +37,7 @@ from donation_portal.adapters import logs
 
 from .conftest import Browser
 from .phi import real_file
-from .test_worker import NOLOAD, Stack, _poll, stacks  # noqa: F401 - the real worker's fixture
+from .test_worker import NOLOAD, Stack, _poll, donate_one, stacks  # noqa: F401 - the fixture
 
 GENERATED_ID = re.compile(r"[0-9a-f]{16}")
 PAGE_ID = re.compile(r'<code class="correlation-id">([^<]+)</code>')
@@ -389,22 +389,13 @@ def test_a_token_s_first_use_of_each_day_is_audited(
 def test_a_job_logs_its_task_id_and_the_id_of_the_request_that_enqueued_it(
     stacks: Any,  # noqa: F811
 ) -> None:
-    from consent import default_template_spec, publish_template
     from donation_portal.adapters.models import Upload
-    from donation_portal.adapters.request_session import get_session
 
     stack: Stack = stacks("sqla+sqlite")
     app = stack.app(JOBS_INLINE=False)
     dicom, phi = _planted_dicom()
     try:
-        with app.app_context():
-            session = get_session()
-            publish_template(session, default_template_spec())
-            session.commit()
-        browser = Browser(app.test_client())
-        assert browser.register("logs-worker@example.org").status_code == 303
-        assert browser.sign_consent().status_code == 200
-        uploaded = browser.upload([dicom])
+        uploaded = donate_one(app, "logs-worker@example.org", dicom)
         assert uploaded.status_code == 303
         request_id = uploaded.headers["X-Request-ID"]
         engine = create_engine(stack.url)

@@ -401,6 +401,22 @@ def _heartbeats(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def donate_one(app: Flask, email: str, content: bytes) -> Any:
+    """A new donor of ``app`` signs the consent and uploads ``content``; the upload's reply."""
+    from consent import default_template_spec, publish_template
+
+    from .conftest import Browser
+
+    with app.app_context():
+        session = get_session()
+        publish_template(session, default_template_spec())
+        session.commit()
+    browser = Browser(app.test_client())
+    assert browser.register(email).status_code == 303
+    assert browser.sign_consent().status_code == 200
+    return browser.upload([content])
+
+
 def _poll(check, worker: Worker, what: str) -> Any:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + TASK_DONE_SECONDS
     while time.monotonic() < deadline:
@@ -441,23 +457,15 @@ def test_a_worker_process_records_its_heartbeat(stacks: Any, kind: str) -> None:
 @pytest.mark.filterwarnings(NOLOAD)
 def test_an_upload_is_ingested_by_a_worker_after_the_commit(stacks: Any) -> None:
     """The web process publishes after its commit; a worker process de-identifies and stores."""
-    from consent import default_template_spec, publish_template
     from donation_portal.adapters.models import DonatedFile, Upload
 
-    from .conftest import Browser
     from .phi import real_file
 
     stack: Stack = stacks("sqla+sqlite")
     app = stack.app(JOBS_INLINE=False)
     try:
-        with app.app_context():
-            session = get_session()
-            publish_template(session, default_template_spec())
-            session.commit()
-        browser = Browser(app.test_client())
-        assert browser.register("worker-e2e@example.org").status_code == 303
-        assert browser.sign_consent().status_code == 200
-        assert browser.upload([real_file("CT_small.dcm").content]).status_code == 303
+        uploaded = donate_one(app, "worker-e2e@example.org", real_file("CT_small.dcm").content)
+        assert uploaded.status_code == 303
 
         engine = make_engine(stack.url)
 
