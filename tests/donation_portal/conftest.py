@@ -129,11 +129,13 @@ def totp_code(email: str) -> str:
     """A code of the app that ``make_user`` enrolled for ``email``, as its owner types it.
 
     The server takes a code one step either side of now, each step once: this hands out the
-    earliest step not yet used, so a test can log one account in three times in 30 seconds.
+    earliest step not yet used from now on, so a test can log one account in twice in 30
+    seconds. Never the step before now: the server may check it after the clock has passed
+    into the next step, when that one is out of its window.
     """
     secret = SECOND_FACTORS[accounts.normalise_email(email)]
     now_step = sessions.now() // mfa.STEP_SECONDS
-    step = max(now_step - mfa.DRIFT_STEPS, _LAST_STEPS.get(secret, -1) + 1)
+    step = max(now_step, _LAST_STEPS.get(secret, -1) + 1)
     assert step <= now_step + mfa.DRIFT_STEPS, f"no unused TOTP code left for {email} this step"
     _LAST_STEPS[secret] = step
     return pyotp.TOTP(secret).at(step * mfa.STEP_SECONDS)
